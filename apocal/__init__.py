@@ -1,0 +1,33 @@
+"""apocal: raw CCD frames to calibrated, trustworthy data.
+
+Built on astropy's `~astropy.nddata.CCDData` and ccdproc. An `Instrument`
+describes a detector; a `CalibrationSet` builds master frames and
+calibrates science frames to electrons with a propagated uncertainty.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("apocal")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0+unknown"
+
+from . import instruments
+from .detection import instrument_for
+from .exceptions import ApocalError, ApocalWarning, CalibrationError, FrameError, UnknownInstrumentError
+from .flags import Flag
+from .instrument import Amplifier, Instrument
+
+__all__ = [
+    "__version__",
+    "Amplifier",
+    "Instrument",
+    "instrument_for",
+    "instruments",
+    "Flag",
+    "ApocalError",
+    "ApocalWarning",
+    "CalibrationError",
+    "FrameError",
+    "UnknownInstrumentError",
+]

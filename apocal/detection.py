@@ -1,0 +1,85 @@
+"""Which instrument wrote a frame: `instrument_for`."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from astropy.io import fits
+from astropy.utils.exceptions import AstropyWarning
+
+from .exceptions import FrameError, UnknownInstrumentError
+from .instrument import Instrument
+from .instruments import BUILTIN_INSTRUMENTS
+from .instruments.dis import dis_camera
+
+__all__ = ["instrument_for", "read_header"]
+
+
+def read_header(path) -> fits.Header:
+    """The primary header of a FITS file (merged with the first image
+    extension's when the primary HDU holds no data).
+
+    Raises
+    ------
+    FrameError
+        If the file is missing or is not FITS.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FrameError(path, "no such file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyWarning)
+            with fits.open(path, memmap=False) as hdul:
+                header = hdul[0].header.copy()
+                if hdul[0].header.get("NAXIS", 0) == 0 and len(hdul) > 1:
+                    header.extend(hdul[1].header, update=True)
+    except (OSError, TypeError, ValueError, EOFError) as err:
+        raise FrameError(path, f"cannot be read as FITS ({str(err).splitlines()[0]})") from err
+    return header
+
+
+def instrument_for(path_or_header, candidates=None) -> Instrument:
+    """The instrument that wrote a frame, recognised from its header.
+
+    Parameters
+    ----------
+    path_or_header : str, path-like or astropy.io.fits.Header
+        A raw file or its header.
+    candidates : sequence of Instrument subclasses, optional
+        Classes to try, in order; default the built-in ones (KOSMOS, DIS Red,
+        DIS Blue, SBO). Pass your own subclasses (with a ``matches``
+        classmethod) to have them recognised too.
+
+    Returns
+    -------
+    Instrument
+        An instance of the first class whose ``matches`` accepts the header.
+
+    Raises
+    ------
+    UnknownInstrumentError
+        If no candidate recognises the header; the message shows the cards
+        that were looked at.
+    """
+    if isinstance(path_or_header, fits.Header):
+        header, source = path_or_header, None
+    else:
+        source = str(path_or_header)
+        header = read_header(path_or_header)
+        if str(header.get("INSTRUME", "")).strip().lower().startswith("dis") \
+                and "DETECTOR" not in header:
+            camera = dis_camera(header, Path(source).name)
+            if camera:
+                header = header.copy()
+                header["DETECTOR"] = camera
+    for cls in candidates or BUILTIN_INSTRUMENTS:
+        if cls.matches(header):
+            return cls()
+    seen = ", ".join(f"{key}={header.get(key)!r}" for key in ("INSTRUME", "DETECTOR", "SWCREATE")
+                     if key in header) or "no INSTRUME, DETECTOR or SWCREATE card"
+    names = ", ".join(cls.name for cls in (candidates or BUILTIN_INSTRUMENTS))
+    raise UnknownInstrumentError(source, f"no instrument recognises this header ({seen}); "
+                                 f"known: {names}. Name the instrument, or pass your own "
+                                 f"Instrument subclass")

@@ -1,0 +1,237 @@
+"""Reading raw FITS files safely and writing products atomically.
+
+Raw files are opened read-only and never written. Products (processed
+frames, masters, calibrated science) are written as a primary HDU with the
+data plus ``UNCERT`` (standard deviation), ``MASK`` and ``FLAGS``
+extensions; a file appears under its final name only once it is complete.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from astropy import units as u
+from astropy.io import fits
+from astropy.nddata import CCDData, StdDevUncertainty
+from astropy.utils.exceptions import AstropyWarning
+
+from .exceptions import FrameError
+from .flags import FLAG_DTYPE, describe_flags
+
+__all__ = ["read_raw", "write_frame", "read_frame", "atomic_write_bytes"]
+
+# Largest integer a float32 holds exactly: raw integer frames below it are
+# stored as float32 without loss, halving memory for the common case.
+_FLOAT32_EXACT = 2**24
+
+
+def read_raw(path, extension: int | str = 0) -> tuple[np.ndarray, fits.Header]:
+    """Read the image and header of one raw FITS file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A FITS file, possibly gzip-compressed (``.fits.gz``).
+    extension : int or str
+        HDU holding the image. When it is the primary HDU and that is empty
+        (a multi-extension file), the first image extension is used.
+
+    Returns
+    -------
+    data : numpy.ndarray
+        The image in ADU (BZERO/BSCALE applied), float32 when exact.
+    header : astropy.io.fits.Header
+        The image HDU header, preceded by the primary header's cards for a
+        multi-extension file.
+
+    Raises
+    ------
+    FrameError
+        If the file is missing, not FITS, truncated, has no 2-D image, or
+        holds no finite value.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FrameError(path, "no such file")
+    try:
+        with warnings.catch_warnings():
+            # Truncation is detected below from the data access; astropy's
+            # own warnings about odd but legal headers are not for users.
+            warnings.simplefilter("ignore", AstropyWarning)
+            with fits.open(path, mode="readonly", memmap=False) as hdul:
+                hdu = _image_hdu(hdul, extension, path)
+                data = np.array(hdu.data)
+                header = hdu.header.copy()
+                if hdu is not hdul[0]:
+                    merged = hdul[0].header.copy()
+                    merged.strip()
+                    merged.extend(header, update=True)
+                    header = merged
+    except FrameError:
+        raise
+    except (OSError, TypeError, ValueError, EOFError) as err:
+        raise FrameError(path, f"cannot be read as FITS ({_reason(err)})") from err
+    if data.ndim != 2:
+        raise FrameError(path, f"holds a {data.ndim}-D array; a 2-D image was expected")
+    data = _as_float(data)
+    if not np.isfinite(data).any():
+        raise FrameError(path, "has no finite pixel value (all NaN or infinite)")
+    return data, header
+
+
+def _image_hdu(hdul, extension, path):
+    try:
+        hdu = hdul[extension]
+    except (KeyError, IndexError) as err:
+        raise FrameError(path, f"has no HDU {extension!r}") from err
+    if hdu.data is None and extension in (0, "PRIMARY"):
+        for candidate in hdul[1:]:
+            if candidate.is_image and candidate.data is not None:
+                return candidate
+    if hdu.data is None:
+        raise FrameError(path, f"HDU {extension!r} holds no image data")
+    if not getattr(hdu, "is_image", False):
+        raise FrameError(path, f"HDU {extension!r} is a table, not an image")
+    return hdu
+
+
+def _reason(err: Exception) -> str:
+    text = str(err)
+    if (isinstance(err, EOFError) or "truncated" in text.lower()
+            or "buffer is too small" in text or "cannot reshape" in text):
+        return "the file is truncated"
+    if "SIMPLE" in text:
+        return "not a FITS file"
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _as_float(data: np.ndarray) -> np.ndarray:
+    if data.dtype.kind == "f":
+        return data.astype(np.float64 if data.dtype.itemsize > 4 else np.float32)
+    if data.size and max(abs(int(data.min())), abs(int(data.max()))) < _FLOAT32_EXACT:
+        return data.astype(np.float32)
+    return data.astype(np.float64)
+
+
+def atomic_write_bytes(path, payload: bytes, overwrite: bool = False) -> Path:
+    """Write ``payload`` to ``path`` so that it is complete or absent.
+
+    The bytes go to a temporary file in the same folder, are flushed to
+    disk, and the file is then moved into place in one step. Without
+    ``overwrite`` an existing file is never replaced, even by a concurrent
+    writer.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is False.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: exists; pass overwrite=True to replace it")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            # link() refuses to replace an existing name: no check-then-write race.
+            os.link(tmp, path)
+            os.unlink(tmp)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_frame(ccd: CCDData, path, overwrite: bool = False) -> Path:
+    """Write a processed or calibrated frame with its uncertainty, mask and flags.
+
+    Parameters
+    ----------
+    ccd : astropy.nddata.CCDData
+        The frame; ``uncertainty`` must be a `StdDevUncertainty` if present,
+        ``flags`` (if present) an integer image of `apocal.flags.Flag` bits.
+    path : str or path-like
+        Output file.
+    overwrite : bool
+        Replace an existing file. Default False.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+    """
+    hdus = [fits.PrimaryHDU(np.asarray(ccd.data), header=_clean_header(ccd))]
+    hdus[0].header["BUNIT"] = ccd.unit.to_string()
+    if ccd.uncertainty is not None:
+        if not isinstance(ccd.uncertainty, StdDevUncertainty):
+            raise TypeError("write_frame needs a StdDevUncertainty")
+        unc = fits.ImageHDU(np.asarray(ccd.uncertainty.array, dtype=ccd.data.dtype), name="UNCERT")
+        unc.header["UTYPE"] = "StdDevUncertainty"
+        unc.header["BUNIT"] = ccd.unit.to_string()
+        hdus.append(unc)
+    if ccd.mask is not None:
+        hdus.append(fits.ImageHDU(np.asarray(ccd.mask, dtype=np.uint8), name="MASK"))
+    if ccd.flags is not None:
+        flags = fits.ImageHDU(np.asarray(ccd.flags, dtype=FLAG_DTYPE), name="FLAGS")
+        for key, name in describe_flags().items():
+            flags.header[key] = (name, "apocal.flags.Flag bit")
+        hdus.append(flags)
+    buffer = _to_bytes(fits.HDUList(hdus))
+    return atomic_write_bytes(path, buffer, overwrite=overwrite)
+
+
+def _clean_header(ccd: CCDData) -> fits.Header:
+    header = fits.Header(ccd.header) if ccd.header else fits.Header()
+    for key in ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "BZERO", "BSCALE"):
+        header.remove(key, ignore_missing=True, remove_all=True)
+    if ccd.wcs is not None:
+        header.extend(ccd.wcs.to_header(relax=True), update=True)
+    return header
+
+
+def _to_bytes(hdul: fits.HDUList) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    hdul.writeto(buffer, output_verify="silentfix")
+    return buffer.getvalue()
+
+
+def read_frame(path) -> CCDData:
+    """Read a frame written by :func:`write_frame`, flags included.
+
+    Raises
+    ------
+    FrameError
+        If the file cannot be read.
+    """
+    path = Path(path)
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            header = hdul[0].header.copy()
+            data = np.array(hdul[0].data)
+            unit = u.Unit(header.get("BUNIT", "adu"))
+            uncertainty = mask = flags = None
+            if "UNCERT" in hdul:
+                uncertainty = StdDevUncertainty(np.array(hdul["UNCERT"].data))
+            if "MASK" in hdul:
+                mask = np.array(hdul["MASK"].data).astype(bool)
+            if "FLAGS" in hdul:
+                flags = np.array(hdul["FLAGS"].data).astype(FLAG_DTYPE)
+    except (OSError, KeyError, TypeError, ValueError) as err:
+        raise FrameError(path, f"cannot be read as an apocal product ({_reason(err)})") from err
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        return CCDData(data, unit=unit, meta=header, uncertainty=uncertainty,
+                       mask=mask, flags=flags)
