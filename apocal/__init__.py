@@ -13,6 +13,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
 from . import instruments
+from .calibration import CalibrationSet
 from .detection import instrument_for
 from .exceptions import ApocalError, ApocalWarning, CalibrationError, FrameError, UnknownInstrumentError
 from .flags import Flag
@@ -22,6 +23,7 @@ __all__ = [
     "__version__",
     "Amplifier",
     "Instrument",
+    "CalibrationSet",
     "instrument_for",
     "instruments",
     "Flag",

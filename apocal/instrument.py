@@ -436,6 +436,7 @@ class Instrument:
         ccd, source = self._raw_ccd(frame)
         window = overscan_window or self.overscan_window
         raw_header = fits.Header(ccd.meta)
+        self.check_frame(raw_header, source)
         layout = self.layout(raw_header, ccd.shape, source)
         photons = self.exptime_key not in raw_header or self.exposure_time(raw_header, source) > 0
         raw = np.asarray(ccd.data, dtype=np.float64)
@@ -468,6 +469,25 @@ class Instrument:
         return CCDData(signal, unit=u.electron, meta=header,
                        uncertainty=StdDevUncertainty(np.sqrt(variance)),
                        mask=flags != 0, flags=flags)
+
+    def check_frame(self, header: fits.Header, source=None) -> None:
+        """Refuse a frame that another built-in instrument recognises as its own.
+
+        Only instruments that can recognise their frames (a ``matches``
+        classmethod) check; headers nobody recognises pass.
+
+        Raises
+        ------
+        FrameError
+            If the header belongs to another built-in instrument.
+        """
+        if type(self).matches.__func__ is Instrument.matches.__func__ or self.matches(header):
+            return
+        from .instruments import BUILTIN_INSTRUMENTS
+
+        for other in BUILTIN_INSTRUMENTS:
+            if other.matches(header):
+                raise FrameError(source, f"is a {other.name} frame, not {self.name}")
 
     def _raw_ccd(self, frame) -> tuple[CCDData, str | None]:
         if isinstance(frame, CCDData):

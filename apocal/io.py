@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -153,7 +154,7 @@ def atomic_write_bytes(path, payload: bytes, overwrite: bool = False) -> Path:
     return path
 
 
-def write_frame(ccd: CCDData, path, overwrite: bool = False) -> Path:
+def write_frame(ccd: CCDData, path, overwrite: bool = False, extra_hdus=None) -> Path:
     """Write a processed or calibrated frame with its uncertainty, mask and flags.
 
     Parameters
@@ -165,6 +166,8 @@ def write_frame(ccd: CCDData, path, overwrite: bool = False) -> Path:
         Output file.
     overwrite : bool
         Replace an existing file. Default False.
+    extra_hdus : sequence of astropy.io.fits HDUs, optional
+        More extensions to append (e.g. a flat's lamp spectrum).
 
     Returns
     -------
@@ -187,6 +190,7 @@ def write_frame(ccd: CCDData, path, overwrite: bool = False) -> Path:
         for key, name in describe_flags().items():
             flags.header[key] = (name, "apocal.flags.Flag bit")
         hdus.append(flags)
+    hdus.extend(extra_hdus or ())
     buffer = _to_bytes(fits.HDUList(hdus))
     return atomic_write_bytes(path, buffer, overwrite=overwrite)
 
@@ -201,9 +205,7 @@ def _clean_header(ccd: CCDData) -> fits.Header:
 
 
 def _to_bytes(hdul: fits.HDUList) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
+    buffer = BytesIO()
     hdul.writeto(buffer, output_verify="silentfix")
     return buffer.getvalue()
 

@@ -202,7 +202,7 @@ def simulate(instrument: Instrument, directory, *, bias: int = 5, dark: int = 0,
              binning: tuple[int, int] = (1, 1), shape: tuple[int, int] | None = None,
              config: dict | None = None, prefix: str = "", first_number: int = 1,
              header_gain: bool = True, arc_peak: float = 0.6, seed: int = 0,
-             overwrite: bool = False) -> SimulatedNight:
+             detector_seed: int = 0, overwrite: bool = False) -> SimulatedNight:
     """Write a night of raw frames for ``instrument`` and return their truth.
 
     Parameters
@@ -236,7 +236,12 @@ def simulate(instrument: Instrument, directory, *, bias: int = 5, dark: int = 0,
         Raw peak of the brightest arc line as a fraction of the instrument's
         non-linearity (or saturation) level.
     seed : int
-        Seed of the random generator: the same seed gives the same files.
+        Seed of the noise in the frames: the same seeds give the same files.
+    detector_seed : int
+        Seed of the detector and scene (bias structure, hot pixels, pixel
+        response, lines, stars): calls with the same ``detector_seed``,
+        binning and instrument simulate the same camera, so frames from
+        several calls can be reduced together.
     overwrite : bool
         Replace existing files of the same names.
 
@@ -259,7 +264,8 @@ def simulate(instrument: Instrument, directory, *, bias: int = 5, dark: int = 0,
     shape_out = layout.shape
     spectro = instrument.dispersion_axis is not None
 
-    scene = _Scene.make(rng, shape_out, instrument, profile, gains, arc_peak, spectro)
+    scene = _Scene.make(np.random.default_rng(detector_seed), shape_out, instrument, profile,
+                        gains, arc_peak, spectro)
     times = {"bias": 0.0, "dark": profile.science_exptime, "flat": profile.flat_exptime,
              "arc": profile.arc_exptime, "science": profile.science_exptime}
     times.update(exptime or {})
