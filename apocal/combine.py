@@ -128,7 +128,7 @@ def combine(frames: Sequence[CCDData], method: str = "median", *,
         header["COMBLIMS"] = (f"{minmax[0]},{minmax[1]}", "values kept (min, max)")
     header["APVERS"] = (__version__, "apocal version")
     return CCDData(data, unit=frames[0].unit, meta=header,
-                   uncertainty=StdDevUncertainty(sigma), flags=flags, mask=flags != 0)
+                   uncertainty=StdDevUncertainty(sigma, copy=False), flags=flags, mask=flags != 0)
 
 
 def _check(frames, method, scale):

@@ -308,7 +308,8 @@ class Instrument:
                 return value
         return None
 
-    def layout(self, header: fits.Header, shape: tuple[int, int], source=None) -> FrameLayout:
+    def layout(self, header: fits.Header, shape: tuple[int, int], source=None, *,
+               detector: bool = True) -> FrameLayout:
         """Resolve every amplifier's sections, gain and read noise for a frame.
 
         Parameters
@@ -319,6 +320,9 @@ class Instrument:
             numpy shape of the raw image.
         source : str or path-like, optional
             The file, for error messages.
+        detector : bool
+            Require the gain and read noise. With False, geometry alone is
+            resolved and unknown values are NaN (for measuring them).
 
         Raises
         ------
@@ -340,6 +344,9 @@ class Instrument:
                                          label, "overscan", source)
             gain = header_gain if header_gain is not None else amp.gain
             noise = header_noise if header_noise is not None else amp.read_noise
+            if not detector:
+                gain = np.nan if gain is None else gain
+                noise = np.nan if noise is None else noise
             if gain is None or noise is None:
                 missing = [name for name, value in (("gain", gain), ("read noise", noise))
                            if value is None]
@@ -439,7 +446,7 @@ class Instrument:
         self.check_frame(raw_header, source)
         layout = self.layout(raw_header, ccd.shape, source)
         photons = self.exptime_key not in raw_header or self.exposure_time(raw_header, source) > 0
-        raw = np.asarray(ccd.data, dtype=np.float64)
+        raw = np.asarray(ccd.data)
         signal = np.zeros(layout.shape, dtype=np.float32)
         variance = np.zeros(layout.shape, dtype=np.float32)
         flags = np.zeros(layout.shape, dtype=FLAG_DTYPE)
@@ -447,9 +454,10 @@ class Instrument:
         for number, amp in enumerate(layout.amplifiers, start=1):
             data = raw[amp.data.slices]
             level, level_var = self._bias_level(raw, amp, overscan, window)
-            electrons = (data - level) * amp.gain
             out = amp.output.slices
-            signal[out] = electrons
+            np.subtract(data, np.float32(level) if np.ndim(level) == 0 else level.astype(np.float32),
+                        out=signal[out], casting="same_kind")
+            signal[out] *= np.float32(amp.gain)
             variance[out] = amp.read_noise**2 + level_var * amp.gain**2
             flags[out] = self._raw_flags(data)
             if ccd.mask is not None:
@@ -460,14 +468,15 @@ class Instrument:
                                          f"[ADU] mean overscan level of {amp.name}")
         if photons:
             above_bias = signal if bias is None else signal - np.asarray(bias, dtype=np.float32)
-            variance += np.clip(above_bias, 0, None)
+            variance += np.maximum(above_bias, 0)
+        np.sqrt(variance, out=variance)
         header["APOVMETH"] = (overscan if any(a.overscan for a in layout.amplifiers) else "none",
                               "overscan estimate")
         header["APSTAGE"] = ("processed", "apocal: overscan, trim, gain applied")
         header["APVERS"] = (__version__, "apocal version")
         _shift_wcs(header, layout)
         return CCDData(signal, unit=u.electron, meta=header,
-                       uncertainty=StdDevUncertainty(np.sqrt(variance)),
+                       uncertainty=StdDevUncertainty(variance, copy=False),
                        mask=flags != 0, flags=flags)
 
     def check_frame(self, header: fits.Header, source=None) -> None:

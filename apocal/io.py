@@ -65,7 +65,7 @@ def read_raw(path, extension: int | str = 0) -> tuple[np.ndarray, fits.Header]:
             warnings.simplefilter("ignore", AstropyWarning)
             with fits.open(path, mode="readonly", memmap=False) as hdul:
                 hdu = _image_hdu(hdul, extension, path)
-                data = np.array(hdu.data)
+                data = hdu.data  # in memory (memmap=False); _as_float copies it
                 header = hdu.header.copy()
                 if hdu is not hdul[0]:
                     merged = hdul[0].header.copy()
@@ -112,7 +112,7 @@ def _reason(err: Exception) -> str:
 
 def _as_float(data: np.ndarray) -> np.ndarray:
     if data.dtype.kind == "f":
-        return data.astype(np.float64 if data.dtype.itemsize > 4 else np.float32)
+        return data.astype(np.float64 if data.dtype.itemsize > 4 else np.float32, copy=True)
     if data.size and max(abs(int(data.min())), abs(int(data.max()))) < _FLOAT32_EXACT:
         return data.astype(np.float32)
     return data.astype(np.float64)

@@ -92,9 +92,7 @@ def median_variance_factors(counts: np.ndarray) -> np.ndarray:
 
     Elements equal to 0 (no values) give NaN.
     """
-    counts = np.asarray(counts)
-    factors = np.full(counts.shape, np.nan)
-    for n in np.unique(counts):
-        if n >= 1:
-            factors[counts == n] = median_variance_factor(int(n))
-    return factors
+    counts = np.asarray(counts, dtype=np.intp)
+    largest = int(counts.max()) if counts.size else 0
+    table = np.array([np.nan] + [median_variance_factor(n) for n in range(1, largest + 1)])
+    return table[counts]

@@ -198,3 +198,9 @@ def test_a_bias_estimate_removes_non_photons_from_the_poisson_term():
     out = TwoAmp().process(_raw(), overscan="level", bias=450.0)
     np.testing.assert_allclose(out.uncertainty.array[:, :8], np.sqrt(16 + 50), rtol=1e-5)
     np.testing.assert_allclose(out.uncertainty.array[:, 8:], 3.0, rtol=1e-5)  # 300 - 450 < 0
+
+
+def test_geometry_without_detector_values():
+    layout = Instrument().layout(fits.Header(), (5, 7), detector=False)
+    amp = layout.amplifiers[0]
+    assert layout.shape == (5, 7) and np.isnan(amp.gain) and np.isnan(amp.read_noise)
