@@ -118,6 +118,11 @@ class CalibrationSet:
         return None
 
     @property
+    def files(self) -> dict[str, str]:
+        """Master kind -> file name, for masters written by `write` or read by `read`."""
+        return dict(self._sources)
+
+    @property
     def bad_pixel_mask(self) -> np.ndarray | None:
         """True for pixels no science should trust: bad in the flat, hot in
         the dark, or without data in any master."""
@@ -385,7 +390,8 @@ class CalibrationSet:
             heavy &= self.illumination_mask
         master.header["APNLPIX"] = (int(heavy.sum()), "saturated or non-linear pixels")
         if heavy.any():
-            warnings.warn(f"{int(heavy.sum())} pixels of the arcs ({', '.join(names)}) reach "
+            warnings.warn(f"{int(heavy.sum())} pixels of the arcs "
+                          f"({', '.join(Path(n).name for n in names)}) reach "
                           f"the non-linear regime (raw level above "
                           f"{self.instrument.nonlinear or self.instrument.saturation:g} ADU); "
                           f"avoid those lines in the wavelength solution", ApocalWarning)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import sys
 import warnings
 from pathlib import Path
 
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 
-from .exceptions import FrameError, UnknownInstrumentError
+from .exceptions import ApocalError, FrameError, UnknownInstrumentError
 from .instrument import Instrument
 from .instruments import BUILTIN_INSTRUMENTS
 from .instruments.dis import dis_camera
+from .io import fits_error_reason
 
-__all__ = ["instrument_for", "read_header"]
+__all__ = ["instrument_for", "load_instrument", "read_header"]
 
 
 def read_header(path) -> fits.Header:
@@ -36,7 +40,7 @@ def read_header(path) -> fits.Header:
                 if hdul[0].header.get("NAXIS", 0) == 0 and len(hdul) > 1:
                     header.extend(hdul[1].header, update=True)
     except (OSError, TypeError, ValueError, EOFError) as err:
-        raise FrameError(path, f"cannot be read as FITS ({str(err).splitlines()[0]})") from err
+        raise FrameError(path, f"cannot be read as FITS ({fits_error_reason(err)})") from err
     return header
 
 
@@ -83,3 +87,53 @@ def instrument_for(path_or_header, candidates=None) -> Instrument:
     raise UnknownInstrumentError(source, f"no instrument recognises this header ({seen}); "
                                  f"known: {names}. Name the instrument, or pass your own "
                                  f"Instrument subclass")
+
+
+def load_instrument(spec: str, **settings) -> Instrument:
+    """An instrument from a name or a user's class.
+
+    Parameters
+    ----------
+    spec : str
+        A built-in name (``kosmos``, ``dis-red``, ``dis-blue``, ``sbo``; the
+        class names work too), ``package.module:Class`` for an importable
+        class, or ``path/to/file.py:Class`` for a class in a Python file.
+    **settings
+        Passed to the class (e.g. ``gain=1.3, read_noise=9``).
+
+    Raises
+    ------
+    ApocalError
+        If the name is unknown, the module or file cannot be loaded, or the
+        class is not an `Instrument` subclass.
+    """
+    builtins = {cls.name: cls for cls in BUILTIN_INSTRUMENTS}
+    builtins.update({cls.__name__.lower(): cls for cls in BUILTIN_INSTRUMENTS})
+    if ":" not in spec:
+        cls = builtins.get(spec.strip().lower())
+        if cls is None:
+            raise ApocalError(f"unknown instrument {spec!r}; built-in: "
+                              f"{', '.join(c.name for c in BUILTIN_INSTRUMENTS)}, or give "
+                              f"module:Class or file.py:Class")
+        return cls(**settings)
+    where, _, name = spec.rpartition(":")
+    try:
+        if where.endswith(".py"):
+            path = Path(where)
+            if not path.is_file():
+                raise ApocalError(f"{path}: no such Python file")
+            module_spec = importlib.util.spec_from_file_location(
+                f"apocal_user_{path.stem}", path)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[module_spec.name] = module
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(where)
+        cls = getattr(module, name)
+    except ApocalError:
+        raise
+    except Exception as err:  # the user's code may raise anything while loading
+        raise ApocalError(f"cannot load instrument {spec!r}: {type(err).__name__}: {err}") from err
+    if not (isinstance(cls, type) and issubclass(cls, Instrument)):
+        raise ApocalError(f"{spec!r} is not an apocal.Instrument subclass")
+    return cls(**settings)

@@ -142,6 +142,9 @@ class Instrument:
         Frame kind -> accepted values of ``imagetype_key`` (case-insensitive).
     overscan_window : int
         Lines over which the per-line overscan level is smoothed.
+    flat_response : str or None
+        How the night pipeline fits a spectroscopic flat's lamp spectrum by
+        default (``"spline"``, ``"poly"``, ``"boxcar"``, None).
     raw_shape : tuple of int or None
         Unbinned size of a full raw frame, (rows, columns), when known
         (used by `apocal.simulate`).
@@ -172,6 +175,7 @@ class Instrument:
         "science": ("object", "science", "light", "light frame", "std", "standard"),
     }
     overscan_window: int = 101
+    flat_response: str | None = "spline"
     raw_shape: tuple[int, int] | None = None
 
     def __init__(self, gain=None, read_noise=None, **settings):
@@ -181,17 +185,25 @@ class Instrument:
                 raise TypeError(f"{type(self).__name__} has no setting {key!r}")
             setattr(self, key, copy.deepcopy(value))
         if gain is not None or read_noise is not None:
-            n = len(self.amplifiers)
-            gains = _per_amplifier(gain, n, "gain")
-            noises = _per_amplifier(read_noise, n, "read_noise")
-            self.amplifiers = tuple(
-                replace(amp,
-                        gain=amp.gain if g is None else float(g),
-                        read_noise=amp.read_noise if r is None else float(r))
-                for amp, g, r in zip(self.amplifiers, gains, noises))
+            self.amplifiers = self.with_detector(gain, read_noise).amplifiers
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+    def with_detector(self, gain=None, read_noise=None) -> "Instrument":
+        """A copy of this instrument with new gain (e-/ADU) and read noise (e-).
+
+        One value applies to every amplifier; a sequence gives one per
+        amplifier. Other settings of this instance are kept.
+        """
+        other = copy.copy(self)
+        n = len(self.amplifiers)
+        other.amplifiers = tuple(
+            replace(amp, gain=amp.gain if g is None else float(g),
+                    read_noise=amp.read_noise if r is None else float(r))
+            for amp, g, r in zip(self.amplifiers, _per_amplifier(gain, n, "gain"),
+                                 _per_amplifier(read_noise, n, "read_noise")))
+        return other
 
     # ------------------------------------------------------------------
     # Recognising frames

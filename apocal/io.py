@@ -23,7 +23,7 @@ from astropy.utils.exceptions import AstropyWarning
 from .exceptions import FrameError
 from .flags import FLAG_DTYPE, describe_flags
 
-__all__ = ["read_raw", "write_frame", "read_frame", "atomic_write_bytes"]
+__all__ = ["read_raw", "write_frame", "read_frame", "atomic_write_bytes", "fits_error_reason"]
 
 # Largest integer a float32 holds exactly: raw integer frames below it are
 # stored as float32 without loss, halving memory for the common case.
@@ -75,7 +75,7 @@ def read_raw(path, extension: int | str = 0) -> tuple[np.ndarray, fits.Header]:
     except FrameError:
         raise
     except (OSError, TypeError, ValueError, EOFError) as err:
-        raise FrameError(path, f"cannot be read as FITS ({_reason(err)})") from err
+        raise FrameError(path, f"cannot be read as FITS ({fits_error_reason(err)})") from err
     if data.ndim != 2:
         raise FrameError(path, f"holds a {data.ndim}-D array; a 2-D image was expected")
     data = _as_float(data)
@@ -100,13 +100,14 @@ def _image_hdu(hdul, extension, path):
     return hdu
 
 
-def _reason(err: Exception) -> str:
+def fits_error_reason(err: Exception) -> str:
+    """A short reason for an error astropy raised while opening a FITS file."""
     text = str(err)
     if (isinstance(err, EOFError) or "truncated" in text.lower()
             or "buffer is too small" in text or "cannot reshape" in text):
         return "the file is truncated"
-    if "SIMPLE" in text:
-        return "not a FITS file"
+    if "SIMPLE" in text or "Empty or corrupt" in text:
+        return "not a FITS file, or its header is damaged"
     return text.splitlines()[0] if text else type(err).__name__
 
 
@@ -232,7 +233,7 @@ def read_frame(path) -> CCDData:
             if "FLAGS" in hdul:
                 flags = np.array(hdul["FLAGS"].data).astype(FLAG_DTYPE)
     except (OSError, KeyError, TypeError, ValueError) as err:
-        raise FrameError(path, f"cannot be read as an apocal product ({_reason(err)})") from err
+        raise FrameError(path, f"cannot be read as an apocal product ({fits_error_reason(err)})") from err
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyWarning)
         return CCDData(data, unit=unit, meta=header, uncertainty=uncertainty,

@@ -21,9 +21,9 @@ and keep every feature, which keeps unit tests fast.
 
 from __future__ import annotations
 
-import copy
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from io import BytesIO
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -41,8 +41,6 @@ __all__ = ["simulate", "SimulatedNight", "Truth", "FRAME_ORDER"]
 #: Order in which frame kinds are written (and numbered) in a night.
 FRAME_ORDER = ("bias", "dark", "flat", "arc", "science")
 
-_TRUTH_ARRAYS = "truth.npz"
-_TRUTH_META = "truth.json"
 
 # Cosmic-ray hits per unbinned pixel per second (about 1.5 per cm^2 per
 # minute on 15 micron pixels).
@@ -123,31 +121,29 @@ class Truth:
             return np.zeros_like(self.bias)
         return rate * info["exptime"]
 
-    def save(self, directory) -> None:
-        """Write ``truth.npz`` and ``truth.json`` into ``directory``."""
+    def save(self, directory, stem: str = "truth") -> None:
+        """Write ``<stem>.npz`` and ``<stem>.json`` into ``directory``."""
         directory = Path(directory)
         arrays = {name: getattr(self, name) for name in self._ARRAYS
                   if getattr(self, name) is not None}
         for kind, store in (("cosmic", self.cosmic_rays), ("saturated", self.saturated)):
             for name, where in store.items():
                 arrays[f"{kind}:{name}"] = where
-        import io as _io
-
-        buffer = _io.BytesIO()
+        buffer = BytesIO()
         np.savez_compressed(buffer, **arrays)
-        atomic_write_bytes(directory / _TRUTH_ARRAYS, buffer.getvalue(), overwrite=True)
+        atomic_write_bytes(directory / f"{stem}.npz", buffer.getvalue(), overwrite=True)
         meta = {"instrument": self.instrument, "gain": self.gain, "read_noise": self.read_noise,
                 "binning": list(self.binning), "frames": self.frames,
                 "apocal_version": __version__}
-        atomic_write_bytes(directory / _TRUTH_META, json.dumps(meta, indent=1).encode(),
+        atomic_write_bytes(directory / f"{stem}.json", json.dumps(meta, indent=1).encode(),
                            overwrite=True)
 
     @classmethod
-    def load(cls, directory) -> "Truth":
-        """Read the truth saved by `simulate` in ``directory``."""
+    def load(cls, directory, stem: str = "truth") -> "Truth":
+        """Read the truth `simulate` saved in ``directory`` as ``stem``."""
         directory = Path(directory)
-        meta = json.loads((directory / _TRUTH_META).read_text())
-        with np.load(directory / _TRUTH_ARRAYS) as stored:
+        meta = json.loads((directory / f"{stem}.json").read_text())
+        with np.load(directory / f"{stem}.npz") as stored:
             arrays = {name: stored[name] if name in stored else None for name in cls._ARRAYS}
             cosmic = {k.split(":", 1)[1]: stored[k] for k in stored if k.startswith("cosmic:")}
             saturated = {k.split(":", 1)[1]: stored[k] for k in stored
@@ -202,7 +198,8 @@ def simulate(instrument: Instrument, directory, *, bias: int = 5, dark: int = 0,
              binning: tuple[int, int] = (1, 1), shape: tuple[int, int] | None = None,
              config: dict | None = None, prefix: str = "", first_number: int = 1,
              header_gain: bool = True, arc_peak: float = 0.6, seed: int = 0,
-             detector_seed: int = 0, overwrite: bool = False) -> SimulatedNight:
+             detector_seed: int = 0, truth: str = "truth",
+             overwrite: bool = False) -> SimulatedNight:
     """Write a night of raw frames for ``instrument`` and return their truth.
 
     Parameters
@@ -212,7 +209,7 @@ def simulate(instrument: Instrument, directory, *, bias: int = 5, dark: int = 0,
         file names and data types, any other subclass generic ones.
     directory : str or path-like
         Folder for the raw files (created if needed); the truth is saved as
-        ``truth.npz`` and ``truth.json`` beside them.
+        ``<truth>.npz`` and ``<truth>.json`` beside them.
     bias, dark, flat, arc, science : int
         How many frames of each kind. Imagers get no arcs.
     exptime : dict, optional
@@ -242,6 +239,9 @@ def simulate(instrument: Instrument, directory, *, bias: int = 5, dark: int = 0,
         response, lines, stars): calls with the same ``detector_seed``,
         binning and instrument simulate the same camera, so frames from
         several calls can be reduced together.
+    truth : str
+        Name of the truth files (change it to simulate several instruments
+        into one folder).
     overwrite : bool
         Replace existing files of the same names.
 
@@ -257,10 +257,7 @@ def simulate(instrument: Instrument, directory, *, bias: int = 5, dark: int = 0,
     raw_shape = (full[0] // by, full[1] // bx)
     template = _header_template(instrument, binning, raw_shape)
     gains, noises = _detector_truth(instrument, profile, header_gain, template)
-    truthful = copy.copy(instrument)
-    truthful.amplifiers = tuple(replace(amp, gain=g, read_noise=r)
-                                for amp, g, r in zip(instrument.amplifiers, gains, noises))
-    layout = truthful.layout(template, raw_shape)
+    layout = instrument.with_detector(gains, noises).layout(template, raw_shape)
     shape_out = layout.shape
     spectro = instrument.dispersion_axis is not None
 
@@ -272,6 +269,7 @@ def simulate(instrument: Instrument, directory, *, bias: int = 5, dark: int = 0,
     counts = {"bias": bias, "dark": dark, "flat": flat, "arc": arc if spectro else 0,
               "science": science}
 
+    truth_name = truth
     truth = Truth(instrument=instrument.name, gain=list(gains), read_noise=list(noises),
                   binning=tuple(binning), bias=scene.bias_e(layout, profile),
                   dark_rate=scene.dark_rate, hot=scene.hot, response=scene.response,
@@ -304,14 +302,12 @@ def simulate(instrument: Instrument, directory, *, bias: int = 5, dark: int = 0,
             if info["saturated"].size:
                 truth.saturated[name] = info["saturated"]
             number += 1
-    truth.save(directory)
+    truth.save(directory, truth_name)
     return SimulatedNight(instrument, directory, files, truth)
 
 
 def _hdul_bytes(hdul: fits.HDUList) -> bytes:
-    import io as _io
-
-    buffer = _io.BytesIO()
+    buffer = BytesIO()
     hdul.writeto(buffer)
     return buffer.getvalue()
 

@@ -39,6 +39,7 @@ class _DIS(Instrument):
     saturation = 65535.0        # 16-bit ADC; no published non-linearity level
     nonlinear = None
     dispersion_axis = 1         # wavelength along the columns (x)
+    flat_response = "poly"      # the class code fits DIS lamp spectra with a polynomial
     lamp_keys = ()
     config_keys = {"grating": "GRATING", "central_wavelength": "DISPWC"}
     imagetypes = {
