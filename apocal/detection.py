@@ -5,43 +5,17 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-import warnings
 from pathlib import Path
 
 from astropy.io import fits
-from astropy.utils.exceptions import AstropyWarning
 
-from .exceptions import ApocalError, FrameError, UnknownInstrumentError
+from .exceptions import ApocalError, UnknownInstrumentError
 from .instrument import Instrument
 from .instruments import BUILTIN_INSTRUMENTS
 from .instruments.dis import dis_camera
-from .io import fits_error_reason
+from .io import read_header
 
-__all__ = ["instrument_for", "load_instrument", "read_header"]
-
-
-def read_header(path) -> fits.Header:
-    """The primary header of a FITS file (merged with the first image
-    extension's when the primary HDU holds no data).
-
-    Raises
-    ------
-    FrameError
-        If the file is missing or is not FITS.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FrameError(path, "no such file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", AstropyWarning)
-            with fits.open(path, memmap=False) as hdul:
-                header = hdul[0].header.copy()
-                if hdul[0].header.get("NAXIS", 0) == 0 and len(hdul) > 1:
-                    header.extend(hdul[1].header, update=True)
-    except (OSError, TypeError, ValueError, EOFError) as err:
-        raise FrameError(path, f"cannot be read as FITS ({fits_error_reason(err)})") from err
-    return header
+__all__ = ["instrument_for", "load_instrument"]
 
 
 def instrument_for(path_or_header, candidates=None) -> Instrument:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from astropy.utils.exceptions import AstropyWarning
 from .exceptions import FrameError
 from .flags import FLAG_DTYPE, describe_flags
 
-__all__ = ["read_raw", "write_frame", "read_frame", "atomic_write_bytes", "fits_error_reason"]
+__all__ = ["read_raw", "read_header", "open_fits", "write_frame", "read_frame",
+           "atomic_write_bytes", "fits_error_reason"]
 
 # Largest integer a float32 holds exactly: raw integer frames below it are
 # stored as float32 without loss, halving memory for the common case.
@@ -55,33 +57,59 @@ def read_raw(path, extension: int | str = 0) -> tuple[np.ndarray, fits.Header]:
         If the file is missing, not FITS, truncated, has no 2-D image, or
         holds no finite value.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FrameError(path, "no such file")
-    try:
-        with warnings.catch_warnings():
-            # Truncation is detected below from the data access; astropy's
-            # own warnings about odd but legal headers are not for users.
-            warnings.simplefilter("ignore", AstropyWarning)
-            with fits.open(path, mode="readonly", memmap=False) as hdul:
-                hdu = _image_hdu(hdul, extension, path)
-                data = hdu.data  # in memory (memmap=False); _as_float copies it
-                header = hdu.header.copy()
-                if hdu is not hdul[0]:
-                    merged = hdul[0].header.copy()
-                    merged.strip()
-                    merged.extend(header, update=True)
-                    header = merged
-    except FrameError:
-        raise
-    except (OSError, TypeError, ValueError, EOFError) as err:
-        raise FrameError(path, f"cannot be read as FITS ({fits_error_reason(err)})") from err
+    with open_fits(path) as hdul:
+        hdu = _image_hdu(hdul, extension, path)
+        data = hdu.data  # in memory (memmap=False); _as_float copies it
+        header = hdu.header.copy()
+        if hdu is not hdul[0]:
+            merged = hdul[0].header.copy()
+            merged.strip()
+            merged.extend(header, update=True)
+            header = merged
     if data.ndim != 2:
         raise FrameError(path, f"holds a {data.ndim}-D array; a 2-D image was expected")
     data = _as_float(data)
     if not np.isfinite(data).any():
         raise FrameError(path, "has no finite pixel value (all NaN or infinite)")
     return data, header
+
+
+def read_header(path) -> fits.Header:
+    """The primary header of a FITS file (merged with the first extension's
+    when the primary HDU holds no data).
+
+    Raises
+    ------
+    FrameError
+        If the file is missing or is not FITS.
+    """
+    with open_fits(path) as hdul:
+        header = hdul[0].header.copy()
+        if hdul[0].header.get("NAXIS", 0) == 0 and len(hdul) > 1:
+            header.extend(hdul[1].header, update=True)
+    return header
+
+
+@contextmanager
+def open_fits(path):
+    """Open a FITS file read-only, turning every failure into a `FrameError`.
+
+    astropy's warnings about odd but legal headers are silenced: apocal
+    reports real problems itself (a truncated file fails when its data are
+    read).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FrameError(path, "no such file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyWarning)
+            with fits.open(path, mode="readonly", memmap=False) as hdul:
+                yield hdul
+    except FrameError:
+        raise
+    except (OSError, TypeError, ValueError, EOFError) as err:
+        raise FrameError(path, f"cannot be read as FITS ({fits_error_reason(err)})") from err
 
 
 def _image_hdu(hdul, extension, path):

@@ -32,7 +32,7 @@ from astropy.io import fits
 
 from . import __version__
 from .instrument import Instrument
-from .instruments import KOSMOS, SBO, DISBlue, DISRed
+from .instruments import KOSMOS, SBO, DISRed
 from .instruments.dis import _DIS
 from .io import atomic_write_bytes
 

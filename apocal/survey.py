@@ -17,7 +17,8 @@ from astropy.io import fits
 from astropy.table import Table
 from ccdproc import ImageFileCollection
 
-from .detection import instrument_for, read_header
+from .detection import instrument_for
+from .io import read_header
 from .exceptions import ApocalError, FrameError
 from .instrument import Instrument
 

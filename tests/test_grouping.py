@@ -1,5 +1,3 @@
-import pytest
-
 from apocal.grouping import group_frames
 from apocal.instruments import DISRed, SBO
 from apocal.simulate import simulate

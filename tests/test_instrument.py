@@ -6,7 +6,6 @@ from astropy import units as u
 from astropy.io import fits
 from astropy.nddata import CCDData
 
-import apocal
 from apocal import Amplifier, Flag, FrameError, Instrument
 
 from .kast import KastRed

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from apocal.instruments import KOSMOS, SBO, DISRed
+from apocal.instruments import SBO, DISRed
 from apocal.simulate import Truth, simulate
 
 
