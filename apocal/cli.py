@@ -1,0 +1,189 @@
+"""The ``apocal`` command: ``summary``, ``reduce`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import __version__
+from .exceptions import ApocalError
+
+__all__ = ["main"]
+
+log = logging.getLogger("apocal")
+
+
+def main(argv=None) -> int:
+    """Run the command line; returns the exit code (0 on success)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _console_logging(quiet=getattr(args, "quiet", False))
+    try:
+        return args.run(args)
+    except (ApocalError, FileExistsError, OSError) as err:
+        print(f"apocal: error: {_one_line(err)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("apocal: interrupted; run the same command again to finish the job",
+              file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="apocal",
+        description="Raw CCD frames to calibrated data: survey a night, reduce it, or run "
+                    "the demo on simulated data.")
+    parser.add_argument("--version", action="version", version=f"apocal {__version__}")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    summary = commands.add_parser(
+        "summary", help="list every file of a night: instrument, kind, exposure, setup",
+        description="A table of every FITS file in RAW_DIR: name, instrument (and DIS "
+                    "camera), frame kind, exposure time, binning, configuration, lamps and "
+                    "date. Files that cannot be used are listed with the reason.")
+    summary.add_argument("raw_dir", metavar="RAW_DIR", help="folder of raw frames")
+    _instrument_options(summary)
+    summary.add_argument("--ecsv", action="store_true",
+                         help="print the table as ECSV (machine-readable) instead")
+    summary.set_defaults(run=_summary)
+
+    reduce = commands.add_parser(
+        "reduce", help="reduce a whole night: masters, calibrated frames, report",
+        description="Group the frames of RAW_DIR by instrument, binning and configuration, "
+                    "build each group's master bias, dark, flat and arc, calibrate every "
+                    "science frame to electrons, and write masters, calibrated frames, "
+                    "summary.json, files.ecsv, apocal.log and report.html into OUT_DIR. "
+                    "RAW_DIR is never written to. Run the same command again after an "
+                    "interruption to finish the job.")
+    reduce.add_argument("raw_dir", metavar="RAW_DIR", help="folder of raw frames")
+    reduce.add_argument("-o", "--output", required=True, metavar="OUT_DIR",
+                        help="output folder (not inside RAW_DIR)")
+    _instrument_options(reduce)
+    choices = reduce.add_argument_group("calibration choices")
+    choices.add_argument("--combine", choices=("median", "mean"), default="median",
+                         help="how biases, darks and flats are combined (default: median)")
+    choices.add_argument("--sigma-clip", type=float, metavar="SIGMA",
+                         help="reject values SIGMA times their uncertainty from the stack "
+                              "median before combining (default: no clipping)")
+    choices.add_argument("--flat-response", choices=("spline", "poly", "boxcar", "none"),
+                         help="fit to the flat lamp spectrum that is divided out (default: "
+                              "spline for KOSMOS, poly for DIS; imaging flats are divided by "
+                              "their median)")
+    choices.add_argument("--flat-order", type=int, metavar="N",
+                         help="polynomial order for --flat-response poly (default 9)")
+    choices.add_argument("--flat-knots", type=int, metavar="N",
+                         help="interior knots for --flat-response spline (default 40)")
+    choices.add_argument("--boxcar-width", type=int, metavar="PIXELS",
+                         help="smoothing width for --flat-response boxcar (default 51)")
+    choices.add_argument("--overscan", choices=("rows", "level"), default="rows",
+                         help="overscan: smoothed level per row, or one level per amplifier "
+                              "(default: rows)")
+    choices.add_argument("--cosmic-rays", action="store_true",
+                         help="find and replace cosmic rays in calibrated science frames "
+                              "(L.A.Cosmic)")
+    reduce.add_argument("--overwrite", action="store_true",
+                        help="redo a finished reduction in OUT_DIR, replacing its files")
+    reduce.add_argument("--no-report", action="store_true", help="skip report.html")
+    reduce.add_argument("-q", "--quiet", action="store_true", help="print warnings only")
+    reduce.set_defaults(run=_reduce)
+
+    demo = commands.add_parser(
+        "demo", help="simulate a night (KOSMOS, DIS Red/Blue, SBO) and reduce it",
+        description="Simulate raw frames of a realistic night for KOSMOS, DIS Red and Blue "
+                    "and an SBO imaging camera into OUT_DIR/raw and reduce them into "
+                    "OUT_DIR/reduced, with a report. Needs no data of your own.")
+    demo.add_argument("output", nargs="?", default="apocal-demo", metavar="OUT_DIR",
+                      help="folder for the demo (default: apocal-demo)")
+    demo.add_argument("--size", choices=("small", "full"), default="small",
+                      help="small: 2x2-binned frames (about a minute); full: unbinned")
+    demo.add_argument("--overwrite", action="store_true", help="replace an earlier demo")
+    demo.add_argument("-q", "--quiet", action="store_true", help="print warnings only")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def _instrument_options(parser):
+    parser.add_argument("--instrument", metavar="NAME|module:Class|file.py:Class",
+                        help="use this instrument for every file instead of recognising it "
+                             "from the header: kosmos, dis-red, dis-blue, sbo, or your own "
+                             "Instrument subclass")
+    parser.add_argument("--gain", type=float, metavar="E_PER_ADU",
+                        help="gain for --instrument (e-/ADU), e.g. for a camera without a "
+                             "GAIN card")
+    parser.add_argument("--read-noise", type=float, metavar="ELECTRONS",
+                        help="read noise for --instrument (e-)")
+
+
+def _instrument(args):
+    if args.instrument is None:
+        if args.gain is not None or args.read_noise is not None:
+            raise ApocalError("--gain and --read-noise need --instrument")
+        return None
+    from .detection import load_instrument
+
+    return load_instrument(args.instrument, gain=args.gain, read_noise=args.read_noise)
+
+
+def _summary(args) -> int:
+    from .survey import survey, survey_table
+
+    table = survey_table(survey(args.raw_dir, _instrument(args)))
+    if args.ecsv:
+        table.write(sys.stdout, format="ascii.ecsv")
+    else:
+        table.pprint_all()
+    return 0
+
+
+def _reduce(args) -> int:
+    from .night import ReductionOptions, reduce_night
+
+    options = ReductionOptions(combine=args.combine, sigma_clip=args.sigma_clip,
+                               flat_response=args.flat_response, flat_order=args.flat_order,
+                               flat_knots=args.flat_knots, boxcar_width=args.boxcar_width,
+                               overscan=args.overscan, cosmic_rays=args.cosmic_rays)
+    result = reduce_night(args.raw_dir, args.output, instrument=_instrument(args),
+                          options=options, overwrite=args.overwrite, progress=True,
+                          report=not args.no_report)
+    _finish(result)
+    return 0
+
+
+def _demo(args) -> int:
+    from .demo import run_demo
+
+    result = run_demo(args.output, size=args.size, overwrite=args.overwrite, progress=True)
+    _finish(result)
+    return 0
+
+
+def _finish(result) -> None:
+    if result.problems:
+        log.warning("%d problem(s), the rest was reduced:", len(result.problems))
+        for problem in result.problems:
+            log.warning("  %s", problem)
+    where = result.report or result.output_dir / "summary.json"
+    log.info("done: %s", where)
+
+
+def _console_logging(quiet: bool) -> None:
+    for old in [h for h in log.handlers if getattr(h, "apocal_console", False)]:
+        log.removeHandler(old)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.apocal_console = True
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False  # the console gets each message once, from this handler
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
