@@ -75,6 +75,16 @@ class ReductionOptions:
 
 
 @dataclass
+class GroupContext:
+    """What the report needs of a reduced group besides its JSON record."""
+
+    group: Group
+    instrument: Instrument | None = None
+    calibration: CalibrationSet | None = None
+    photon_transfer: object = None
+
+
+@dataclass
 class Reduction:
     """What `reduce_night` did.
 
@@ -146,10 +156,11 @@ def reduce_night(raw_dir, output_dir, *, instrument: Instrument | None = None,
         groups = group_frames(infos)
         log.info("%d files, %d usable, %d group(s)", len(infos),
                  sum(i.usable for i in infos), len(groups))
-        records = []
+        records, contexts = [], {}
         for group in tqdm(groups, desc="groups", unit="group", disable=not progress or None,
                           leave=False):
-            record = _reduce_group(group, output_dir, options, overwrite, progress)
+            record, contexts[group.label] = _reduce_group(group, output_dir, options,
+                                                          overwrite, progress)
             problems.extend(f"{group.label}: {p}" for p in record["problems"])
             records.append(record)
         summary = {
@@ -172,7 +183,7 @@ def reduce_night(raw_dir, output_dir, *, instrument: Instrument | None = None,
             from .report import write_report
 
             try:
-                result.report = write_report(output_dir, summary)
+                result.report = write_report(output_dir, summary, contexts)
             except Exception as err:  # a broken plot must not lose the reduction
                 message = f"report could not be written: {type(err).__name__}: {err}"
                 log.error(message)
@@ -192,7 +203,7 @@ def reduce_night(raw_dir, output_dir, *, instrument: Instrument | None = None,
 # One group
 # ----------------------------------------------------------------------
 def _reduce_group(group: Group, output_dir: Path, options: ReductionOptions, overwrite: bool,
-                  progress: bool) -> dict:
+                  progress: bool) -> tuple[dict, GroupContext]:
     log.info("group %s: %d bias, %d dark, %d flat, %d arc, %d science", group.describe(),
              len(group.biases), len(group.darks), len(group.flats), len(group.arcs),
              len(group.science))
@@ -203,7 +214,9 @@ def _reduce_group(group: Group, output_dir: Path, options: ReductionOptions, ove
     masters_dir = output_dir / "masters" / group.label
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ApocalWarning)
-        cal = _masters(group, masters_dir, options, overwrite, record)
+        context = GroupContext(group)
+        cal = context.calibration = _masters(group, masters_dir, options, overwrite, record,
+                                             context)
         if cal is not None:
             _calibrate_science(group, cal, output_dir, options, overwrite, progress, record)
     for warning in caught:
@@ -213,11 +226,11 @@ def _reduce_group(group: Group, output_dir: Path, options: ReductionOptions, ove
         log.info("%s: %s", group.label, note)
     for problem in record["problems"]:
         log.warning("%s: %s", group.label, problem)
-    return record
+    return record, context
 
 
-def _masters(group, masters_dir, options, overwrite, record) -> CalibrationSet | None:
-    instrument = _detector(group, record)
+def _masters(group, masters_dir, options, overwrite, record, context) -> CalibrationSet | None:
+    instrument = context.instrument = _detector(group, record, context)
     if instrument is None:
         return None
     manifest = masters_dir / "calibration_set.json"
@@ -268,7 +281,7 @@ def _flat_options(instrument, options):
             "width": options.boxcar_width}
 
 
-def _detector(group: Group, record: dict) -> Instrument | None:
+def _detector(group: Group, record: dict, context) -> Instrument | None:
     """The group's instrument, with gain and read noise measured when unknown."""
     instrument = group.instrument
     sample = (group.biases + group.flats + group.science + group.darks)[0]
@@ -293,6 +306,7 @@ def _detector(group: Group, record: dict) -> Instrument | None:
     except ApocalError as err:
         record["problems"].append(f"gain and read noise could not be measured: {err}")
         return None
+    context.photon_transfer = ptc
     record["detector"] = {"gain": ptc.gain_per_amplifier, "read_noise": ptc.read_noise_per_amplifier,
                           "gain_error": ptc.gain_error_per_amplifier,
                           "read_noise_error": ptc.read_noise_error_per_amplifier,

@@ -57,7 +57,8 @@ def show_frame(frame, *, mask=None, title: str | None = None, ax=None, cmap: str
     image = ax.imshow(data, origin="lower", cmap=cmap, norm=norm, interpolation="nearest")
     if colorbar:
         unit = getattr(frame, "unit", None)
-        ax.figure.colorbar(image, ax=ax, label=f"[{unit}]" if unit is not None else "value")
+        label = f"[{unit}]" if unit is not None and str(unit) else "value"
+        ax.figure.colorbar(image, ax=ax, label=label)
     shown = _mask(frame, mask)
     if shown is not None and shown.any():
         from matplotlib.colors import ListedColormap
