@@ -49,8 +49,9 @@ class CalibrationSet:
     """Master calibration frames for one instrument and configuration.
 
     Build it by chaining ``add_biases``, ``add_darks`` (optional),
-    ``add_flats`` and ``add_arcs``, in that order; each call processes its
-    frames and builds its master at once. Then ``calibrate`` science frames.
+    ``add_flats`` and ``add_arcs``; biases come before darks, and both
+    before flats and arcs, since each call processes its frames and builds
+    its master at once. Then ``calibrate`` science frames.
 
     Parameters
     ----------
@@ -604,7 +605,9 @@ class CalibrationSet:
         if built[kind]:
             raise CalibrationError(f"this set already has a master {kind}; give all {kind} "
                                    f"frames in one call")
-        later = [k for k in order[order.index(kind) + 1:] if built[k]]
+        # Darks use the bias; flats and arcs use both (not each other).
+        needs = {"bias": (), "dark": ("bias",), "flat": ("bias", "dark"), "arc": ("bias", "dark")}
+        later = [k for k in order if kind in needs[k] and built[k]]
         if later:
             raise CalibrationError(f"add {kind} frames before {' and '.join(later)}: those "
                                    f"masters were built without this one (start a new "

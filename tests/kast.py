@@ -13,14 +13,16 @@ import apocal
 class KastRed(apocal.Instrument):
     """Kast red: one amplifier, DATASEC in the header, COVER overscan columns.
 
-    Gain 1.9 e-/ADU and read noise 3.8 e- are PypeIt's values for the
-    current CCD (not verified for 2015). The GAIN card is a DCS gain index,
-    not e-/ADU, so no header key is trusted for gain or read noise.
+    Gain and read noise are measured from these frames (three 1 s dome
+    flats, three biases) with `apocal.diagnostics.photon_transfer`:
+    1.465 +- 0.005 e-/ADU and 8.7 +- 0.2 e-. PypeIt's 1.9 e-/ADU and 3.8 e-
+    describe the newer CCD, not this 2015 one. The GAIN card is a DCS gain
+    index, not e-/ADU, so no header key is trusted for gain or read noise.
     """
 
     name = "kast-red"
     amplifiers = (apocal.Amplifier("[1:1200,1:250]", "[1203:1232,1:250]",
-                                   gain=1.9, read_noise=3.8),)
+                                   gain=1.465, read_noise=8.7),)
     saturation = 65535.0
     nonlinear = 0.76 * 65535.0
     dispersion_axis = 1

@@ -24,7 +24,7 @@ class SBO(Instrument):
     bias frames or, without them, from darks of matched exposure time. Gain
     (e-/ADU) and read noise (e-) are read from EGAIN/GAIN and RDNOISE when
     the header has them; otherwise they must be given,
-    ``SBO(gain=1.3, read_noise=15.5)``, for example as measured by
+    ``SBO(gain=1.336, read_noise=16.2)``, for example as measured by
     `apocal.diagnostics.photon_transfer` from a pair of biases and flats.
     """
 
