@@ -261,8 +261,8 @@ def simulate(instrument: Instrument, directory, *, bias: int = 5, dark: int = 0,
     shape_out = layout.shape
     spectro = instrument.dispersion_axis is not None
 
-    scene = _Scene.make(np.random.default_rng(detector_seed), shape_out, instrument, profile,
-                        gains, arc_peak, spectro)
+    arrays, structure, saturating = _make_scene(np.random.default_rng(detector_seed), shape_out,
+                                                instrument, profile, gains, arc_peak, spectro)
     times = {"bias": 0.0, "dark": profile.science_exptime, "flat": profile.flat_exptime,
              "arc": profile.arc_exptime, "science": profile.science_exptime}
     times.update(exptime or {})
@@ -271,12 +271,7 @@ def simulate(instrument: Instrument, directory, *, bias: int = 5, dark: int = 0,
 
     truth_name = truth
     truth = Truth(instrument=instrument.name, gain=list(gains), read_noise=list(noises),
-                  binning=tuple(binning), bias=scene.bias_e(layout, profile),
-                  dark_rate=scene.dark_rate, hot=scene.hot, response=scene.response,
-                  pixel_response=scene.pixel_response, dead=scene.dead,
-                  illumination=scene.illumination, lamp=scene.lamp,
-                  flat_rate=scene.flat_rate, arc_rate=scene.arc_rate,
-                  science_rate=scene.science_rate)
+                  binning=tuple(binning), bias=_true_bias(structure, layout, profile), **arrays)
     files = {kind: [] for kind in FRAME_ORDER}
     number = first_number
     start = datetime(2024, 10, 19, 1, 0, 0)
@@ -289,8 +284,8 @@ def simulate(instrument: Instrument, directory, *, bias: int = 5, dark: int = 0,
             if not header_gain:
                 for key in ("EGAIN", "RDNOISE"):
                     header.remove(key, ignore_missing=True)
-            raw, info = _raw_frame(rng, scene, layout, profile, instrument, kind, t,
-                                   raw_shape, truth.bias, binning)
+            raw, info = _raw_frame(rng, truth, structure, saturating, layout, profile,
+                                   instrument, kind, t, raw_shape, binning)
             hdu = fits.PrimaryHDU(raw.astype(profile.dtype), header=header)
             path = directory / name
             buffer = _hdul_bytes(fits.HDUList([hdu]))
@@ -327,84 +322,73 @@ def _detector_truth(instrument, profile, header_gain, template):
     return gains, noises
 
 
-@dataclass
-class _Scene:
-    """Everything about the night that does not change from frame to frame."""
+def _make_scene(rng, shape, instrument, profile, gains, arc_peak, spectro):
+    """Everything about the night that does not change from frame to frame.
 
-    structure: np.ndarray       # ADU, fixed bias pattern
-    dark_rate: np.ndarray
-    hot: np.ndarray
-    response: np.ndarray
-    pixel_response: np.ndarray
-    dead: np.ndarray
-    illumination: np.ndarray | None
-    lamp: np.ndarray | None
-    flat_rate: np.ndarray
-    arc_rate: np.ndarray
-    science_rate: np.ndarray
-    saturating: np.ndarray      # indices of the pixels driven past saturation
+    Returns the `Truth` arrays (all but ``bias``), the fixed bias structure
+    (ADU) and the flat indices of the pixels driven past saturation.
+    """
+    rows, cols = shape
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    structure = (1.5 * (xx / cols - 0.5) + 1.0 * (yy / rows - 0.5)).astype(np.float32)
+    warm_columns = rng.choice(cols, size=max(1, cols // 400), replace=False)
+    structure[:, warm_columns] += 8.0
 
-    @classmethod
-    def make(cls, rng, shape, instrument, profile, gains, arc_peak, spectro):
-        rows, cols = shape
-        yy, xx = np.mgrid[0:rows, 0:cols]
-        structure = (1.5 * (xx / cols - 0.5) + 1.0 * (yy / rows - 0.5)).astype(np.float32)
-        warm_columns = rng.choice(cols, size=max(1, cols // 400), replace=False)
-        structure[:, warm_columns] += 8.0
+    dark_rate = np.full(shape, profile.dark_rate, dtype=np.float32)
+    hot = rng.random(shape) < 1e-3
+    dark_rate[hot] = 10 ** rng.uniform(0.5, 2.5, hot.sum())
 
-        dark_rate = np.full(shape, profile.dark_rate, dtype=np.float32)
-        hot = rng.random(shape) < 1e-3
-        dark_rate[hot] = 10 ** rng.uniform(0.5, 2.5, hot.sum())
+    pixel = (1.0 + 0.012 * rng.standard_normal(shape)).astype(np.float32)
+    dead = rng.random(shape) < 3e-4
+    pixel[dead] = rng.uniform(0.05, 0.35, dead.sum())
+    pixel[:, rng.integers(cols // 4, 3 * cols // 4)] *= 0.85  # a weak column
 
-        pixel = (1.0 + 0.012 * rng.standard_normal(shape)).astype(np.float32)
-        dead = rng.random(shape) < 3e-4
-        pixel[dead] = rng.uniform(0.05, 0.35, dead.sum())
-        pixel[:, rng.integers(cols // 4, 3 * cols // 4)] *= 0.85  # a weak column
+    ceiling = (instrument.nonlinear or instrument.saturation) - max(profile.overscan_levels)
+    flat_peak_e = 0.3 * ceiling * gains[0]
+    arc_peak_e = arc_peak * ceiling * gains[0]
 
-        ceiling = (instrument.nonlinear or instrument.saturation) - max(profile.overscan_levels)
-        flat_peak_e = 0.3 * ceiling * gains[0]
-        arc_peak_e = arc_peak * ceiling * gains[0]
+    if spectro:
+        disp_axis = instrument.dispersion_axis
+        n_disp, n_spat = shape[disp_axis], shape[1 - disp_axis]
+        parts = _spectral_scene(rng, n_spat, n_disp)
+        orient = (lambda a: a) if disp_axis == 1 else (lambda a: a.T)
+        illumination = parts["illumination"]
+        response = pixel * orient(np.outer(illumination, np.ones(n_disp)))
+        lamp = parts["lamp"] * flat_peak_e / profile.flat_exptime
+        flat_rate = response * orient(np.outer(np.ones(n_spat), lamp))
+        arc_rate = response * orient(parts["arc"]) * arc_peak_e / profile.arc_exptime
+        science_rate = response * orient(parts["science"])
+        spot = orient(parts["spot"])
+    else:
+        illumination = lamp = None
+        vignetting = 1.0 - 0.08 * (((xx - cols / 2) ** 2 + (yy - rows / 2) ** 2)
+                                   / ((cols / 2) ** 2 + (rows / 2) ** 2))
+        response = pixel * vignetting
+        flat_rate = response * flat_peak_e / profile.flat_exptime
+        arc_rate = np.zeros(shape)
+        stars, spot = _star_field(rng, shape)
+        science_rate = response * stars
+    science_rate = science_rate + spot * 50 * instrument.saturation * max(gains) \
+        / profile.science_exptime
+    arrays = {"dark_rate": dark_rate, "hot": hot, "response": response.astype(np.float32),
+              "pixel_response": pixel, "dead": dead, "illumination": illumination,
+              "lamp": lamp, "flat_rate": flat_rate.astype(np.float32),
+              "arc_rate": arc_rate.astype(np.float32),
+              "science_rate": science_rate.astype(np.float32)}
+    return arrays, structure, np.flatnonzero(spot)
 
-        if spectro:
-            disp_axis = instrument.dispersion_axis
-            n_disp = shape[disp_axis]
-            n_spat = shape[1 - disp_axis]
-            parts = _spectral_scene(rng, n_spat, n_disp)
-            orient = (lambda a: a) if disp_axis == 1 else (lambda a: a.T)
-            illumination = parts["illumination"]
-            response = pixel * orient(np.outer(illumination, np.ones(n_disp)))
-            lamp = parts["lamp"] * flat_peak_e / profile.flat_exptime
-            flat_rate = response * orient(np.outer(np.ones(n_spat), lamp))
-            arc_rate = response * orient(parts["arc"]) * arc_peak_e / profile.arc_exptime
-            science_rate = response * orient(parts["science"])
-            spot = orient(parts["spot"])
-        else:
-            illumination = lamp = None
-            vignetting = 1.0 - 0.08 * (((xx - cols / 2) ** 2 + (yy - rows / 2) ** 2)
-                                       / ((cols / 2) ** 2 + (rows / 2) ** 2))
-            response = (pixel * vignetting).astype(np.float32)
-            flat_rate = response * flat_peak_e / profile.flat_exptime
-            arc_rate = np.zeros(shape, dtype=np.float32)
-            stars, spot = _star_field(rng, shape)
-            science_rate = response * stars
-        saturating = np.flatnonzero(spot)
-        science_rate = science_rate + spot * 50 * instrument.saturation * max(gains) \
-            / profile.science_exptime
-        return cls(structure, dark_rate, hot, response.astype(np.float32), pixel, dead,
-                   illumination, lamp, flat_rate.astype(np.float32),
-                   arc_rate.astype(np.float32), science_rate.astype(np.float32), saturating)
 
-    def bias_e(self, layout, profile) -> np.ndarray:
-        """Expected processed bias in electrons, per amplifier."""
-        bias = np.zeros(self.structure.shape, dtype=np.float32)
-        for index, amp in enumerate(layout.amplifiers):
-            offset = profile.data_offsets[index]
-            if amp.overscan is None:
-                drift = _readout_drift(profile.overscan_levels[index], layout.raw_shape[0])
-                offset = offset + drift[amp.data.slices[0]][:, None]
-            out = amp.output.slices
-            bias[out] = (self.structure[out] + offset) * amp.gain
-        return bias
+def _true_bias(structure, layout, profile) -> np.ndarray:
+    """Expected processed bias in electrons, per amplifier."""
+    bias = np.zeros(structure.shape, dtype=np.float32)
+    for index, amp in enumerate(layout.amplifiers):
+        offset = profile.data_offsets[index]
+        if amp.overscan is None:
+            drift = _readout_drift(profile.overscan_levels[index], layout.raw_shape[0])
+            offset = offset + drift[amp.data.slices[0]][:, None]
+        out = amp.output.slices
+        bias[out] = (structure[out] + offset) * amp.gain
+    return bias
 
 
 def _spectral_scene(rng, n_spat, n_disp):
@@ -464,12 +448,13 @@ def _star_field(rng, shape, n_stars=60, sigma=1.8):
     return image, spot
 
 
-def _raw_frame(rng, scene, layout, profile, instrument, kind, exptime, raw_shape, bias_e, binning):
+def _raw_frame(rng, truth, structure, saturating, layout, profile, instrument, kind, exptime,
+               raw_shape, binning):
     """One raw frame in ADU, and what went into it."""
-    shape = scene.structure.shape
-    light = {"flat": scene.flat_rate, "arc": scene.arc_rate,
-             "science": scene.science_rate}.get(kind)
-    expected = scene.dark_rate * exptime
+    shape = structure.shape
+    light = {"flat": truth.flat_rate, "arc": truth.arc_rate,
+             "science": truth.science_rate}.get(kind)
+    expected = truth.dark_rate * exptime
     if light is not None:
         expected = expected + light * exptime
     electrons = rng.poisson(np.clip(expected, 0, None)).astype(np.float64)
@@ -477,7 +462,7 @@ def _raw_frame(rng, scene, layout, profile, instrument, kind, exptime, raw_shape
     if kind in ("dark", "science", "flat", "arc") and exptime > 0:
         cosmic = _cosmic_rays(rng, shape, exptime, binning)
         electrons.flat[cosmic] += rng.uniform(500, 20000, cosmic.size)
-    saturated = scene.saturating if kind == "science" else np.array([], dtype=np.int64)
+    saturated = saturating if kind == "science" else np.array([], dtype=np.int64)
 
     raw = np.zeros(raw_shape)
     means = []
@@ -490,7 +475,7 @@ def _raw_frame(rng, scene, layout, profile, instrument, kind, exptime, raw_shape
         rn_adu = amp.read_noise / amp.gain
         out = amp.output.slices
         data_e = electrons[out] + amp.read_noise * rng.standard_normal(amp.output.shape)
-        data_adu = (data_e / amp.gain + scene.structure[out] + profile.data_offsets[index]
+        data_adu = (data_e / amp.gain + structure[out] + profile.data_offsets[index]
                     + line_level[amp.data.slices[0]][:, None])
         raw[amp.data.slices] = data_adu
         if amp.overscan is not None:
