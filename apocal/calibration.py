@@ -81,7 +81,7 @@ class CalibrationSet:
         True where the slit is illuminated (spectrographs).
     lamp_spectrum, flat_response : numpy.ndarray or None
         The flat's mean spectrum along the dispersion axis and the fit
-        divided out of it (electrons, per combined flat normalised to 1).
+        divided out of it (dimensionless: each flat was divided by its level).
     """
 
     def __init__(self, instrument: Instrument, *, overscan: str = "rows",
@@ -112,6 +112,9 @@ class CalibrationSet:
     # ------------------------------------------------------------------
     @property
     def master_dark(self) -> CCDData | None:
+        """The dark-current rate (e-/s); without a bias, the one master dark
+        when darks of a single exposure time were given (else see
+        ``master_darks``)."""
         if self._dark_rate is not None:
             return self._dark_rate
         if len(self.master_darks) == 1:
@@ -120,7 +123,9 @@ class CalibrationSet:
 
     @property
     def files(self) -> dict[str, str]:
-        """Master kind -> file name, for masters written by `write` or read by `read`."""
+        """Master -> file name, for masters written by `write` or read by
+        `read`: keys ``bias``, ``dark``, ``flat``, ``arc``, and without a bias
+        ``dark:<exposure time>`` per master dark."""
         return dict(self._sources)
 
     @property
@@ -380,7 +385,8 @@ class CalibrationSet:
             arc = arc.subtract(self.master_bias.multiply(count * u.one))
         dark = self._dark_for(total_time / count, names[0], required=False)
         if dark is not None:
-            arc = arc.subtract(_as_electrons(dark[0]).multiply(dark[1] * count * u.one))
+            master, factor, _ = dark
+            arc = arc.subtract(_as_electrons(master).multiply(factor * count * u.one))
         flags = combined.flags | _flags(self.master_bias)
         master = CCDData(arc.data.astype(np.float32), unit=u.electron,
                          uncertainty=StdDevUncertainty(arc.uncertainty.array.astype(np.float32)),
@@ -498,7 +504,7 @@ class CalibrationSet:
                                           json.dumps(manifest, indent=1).encode(),
                                           overwrite=overwrite))
         for name, _, key in self._file_keys(plan):
-            self._sources[key.split(":")[0]] = name
+            self._sources[key] = name
         return written
 
     @classmethod
@@ -541,7 +547,7 @@ class CalibrationSet:
                 raise CalibrationError(f"{path}: listed in {_MANIFEST} but missing")
             master = read_frame(path)
             kind, _, exposure = key.partition(":")
-            cal._sources[kind] = name
+            cal._sources[key] = name
             if kind == "bias":
                 cal.master_bias = master
             elif kind == "dark" and exposure:
@@ -679,7 +685,7 @@ class CalibrationSet:
             ccd.header["APBIAS"] = (self._sources.get("bias", "in memory"), "master bias applied")
             flags |= _flags(self.master_bias)
         if dark is not None:
-            master, _ = dark
+            master, _, key = dark
             if master.unit == u.electron:   # the dark of this very exposure (no bias)
                 ccd = subtract_dark(ccd, master, dark_exposure=exptime * u.s,
                                     data_exposure=exptime * u.s, scale=False, add_keyword=False)
@@ -690,20 +696,21 @@ class CalibrationSet:
                                     data_exposure=exptime * u.s, scale=True, add_keyword=False)
                 ccd.uncertainty = StdDevUncertainty(_shared_bias_correction(
                     ccd.uncertainty.array, self.master_bias, master, exptime))
-            ccd.header["APDARK"] = (self._sources.get("dark", "in memory"), "master dark applied")
+            ccd.header["APDARK"] = (self._sources.get(key, "in memory"), "master dark applied")
             flags |= _flags(master)
         ccd.flags = flags
         return ccd
 
     def _dark_for(self, exptime, name, required):
-        """The dark to subtract from a frame of ``exptime`` and its scale factor."""
+        """The dark to subtract from a frame of ``exptime``, its scale factor,
+        and its key in ``files``."""
         if self._dark_rate is not None:
-            return self._dark_rate, exptime
+            return self._dark_rate, exptime, "dark"
         if not self.master_darks:
             return None
         for dark_time, master in self.master_darks.items():
             if abs(dark_time - exptime) <= _SAME_EXPOSURE:
-                return master, 1.0
+                return master, 1.0, f"dark:{dark_time:g}"
         if required:
             times = ", ".join(f"{t:g} s" for t in sorted(self.master_darks))
             raise CalibrationError(f"{name}: exposure {exptime:g} s has no dark of that "

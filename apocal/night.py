@@ -30,7 +30,7 @@ from .calibration import CalibrationSet
 from .exceptions import ApocalError, ApocalWarning
 from .grouping import Group, group_frames
 from .instrument import Instrument
-from .io import atomic_write_bytes, write_frame
+from .io import atomic_write_bytes, read_header, write_frame
 from .survey import FrameInfo, survey, survey_table
 
 __all__ = ["ReductionOptions", "Reduction", "reduce_night", "RUN_FILE", "SUMMARY_FILE"]
@@ -259,15 +259,19 @@ def _masters(group, masters_dir, options, overwrite, record, context) -> Calibra
             cal.write(masters_dir, overwrite=overwrite)
         except ApocalError:
             record["problems"].append("no master could be built")
-    for kind in ("bias", "dark", "flat", "arc"):
-        master = getattr(cal, f"master_{kind}")
-        if master is not None:
-            record["masters"][kind] = {
-                "file": str(Path("masters") / group.label / cal.files.get(kind, "")),
-                "inputs": [v for k, v in master.header.items() if k.startswith("IMCMB")],
-            }
-    for kind, needed in (("bias", True), ("flat", bool(group.science))):
-        if needed and kind not in record["masters"] and group.science:
+    for key, name in cal.files.items():
+        kind, _, exposure = key.partition(":")
+        master = cal.master_darks[float(exposure)] if exposure else getattr(cal, f"master_{kind}")
+        record["masters"][key] = {
+            "file": str(Path("masters") / group.label / name),
+            "inputs": [v for k, v in master.header.items() if k.startswith("IMCMB")],
+        }
+    if group.science:
+        # Without biases, darks of matching exposure stand in (the SBO way).
+        missing = [kind for kind, there in (("bias", "bias" in record["masters"]
+                                                     or bool(cal.master_darks)),
+                                            ("flat", "flat" in record["masters"])) if not there]
+        for kind in missing:
             record["problems"].append(f"no master {kind}: science frames of {group.describe()} "
                                       f"are calibrated without one")
     return cal
@@ -345,9 +349,7 @@ def _calibrate_science(group, cal, output_dir, options, overwrite, progress, rec
 
 def _masters_used(path, label, header=None):
     if header is None:
-        from astropy.io import fits
-
-        header = fits.getheader(path)
+        header = read_header(path)
     used = {}
     for kind in ("bias", "dark", "flat"):
         name = header.get(f"AP{kind.upper()}")

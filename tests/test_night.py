@@ -185,3 +185,18 @@ def test_real_kast_night_with_a_user_subclass(shared_data, tmp_path):
     flat = read_frame(tmp_path / "out" / group["masters"]["flat"]["file"])
     good = ~flat.mask
     assert np.median(flat.data[good]) == pytest.approx(1.0, abs=0.01)
+
+
+def test_sbo_night_without_biases_uses_darks_of_each_exposure(tmp_path):
+    simulate(SBO(), tmp_path / "raw", binning=(8, 8), bias=0, dark=3, flat=3, science=2,
+             exptime={"dark": 60.0, "flat": 5.0, "science": 60.0}, truth="a", seed=1)
+    simulate(SBO(), tmp_path / "raw", binning=(8, 8), bias=0, dark=3, flat=0, science=0,
+             exptime={"dark": 5.0}, first_number=40, truth="b", seed=2)
+    result = reduce_night(tmp_path / "raw", tmp_path / "out", report=False)
+    group, = result.summary["groups"]
+    assert set(group["masters"]) == {"dark:5", "dark:60", "flat"}
+    assert group["masters"]["dark:5"]["file"] == "masters/sbo_8x8_R/master_dark_5s.fits"
+    for science in group["science"]:
+        assert science["dark"] == "masters/sbo_8x8_R/master_dark_60s.fits"
+        assert science["bias"] is None
+    assert result.problems == []    # darks stand in for the bias: not a problem
