@@ -380,14 +380,14 @@ class CalibrationSet:
         # frames, so each master counts once in the uncertainty.
         count = len(processed) if method == "sum" else 1
         total_time = float(np.sum(times)) if method == "sum" else float(np.mean(times))
-        arc = combined
+        arc, flags = combined, combined.flags | _flags(self.master_bias)
         if self.master_bias is not None:
             arc = arc.subtract(self.master_bias.multiply(count * u.one))
         dark = self._dark_for(total_time / count, names[0], required=False)
         if dark is not None:
             master, factor, _ = dark
             arc = arc.subtract(_as_electrons(master).multiply(factor * count * u.one))
-        flags = combined.flags | _flags(self.master_bias)
+            flags = flags | _flags(master)
         master = CCDData(arc.data.astype(np.float32), unit=u.electron,
                          uncertainty=StdDevUncertainty(arc.uncertainty.array.astype(np.float32)),
                          flags=flags, meta=combined.header)

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .calibration import CalibrationSet
-from .exceptions import ApocalError, ApocalWarning
+from .exceptions import ApocalError, ApocalWarning, FrameError
 from .grouping import Group, group_frames
 from .instrument import Instrument
 from .io import atomic_write_bytes, read_header, write_frame
@@ -215,10 +215,13 @@ def _reduce_group(group: Group, output_dir: Path, options: ReductionOptions, ove
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ApocalWarning)
         context = GroupContext(group)
-        cal = context.calibration = _masters(group, masters_dir, options, overwrite, record,
-                                             context)
-        if cal is not None:
-            _calibrate_science(group, cal, output_dir, options, overwrite, progress, record)
+        try:
+            cal = context.calibration = _masters(group, masters_dir, options, overwrite,
+                                                 record, context)
+            if cal is not None:
+                _calibrate_science(group, cal, output_dir, options, overwrite, progress, record)
+        except ApocalError as err:   # one group's failure must not stop the night
+            record["problems"].append(f"group not reduced: {err}")
     for warning in caught:
         if issubclass(warning.category, ApocalWarning):
             record["notes"].append(str(warning.message))
@@ -249,12 +252,7 @@ def _masters(group, masters_dir, options, overwrite, record, context) -> Calibra
         if instrument.dispersion_axis is not None:
             steps.append(("arc", group.arcs, lambda files: cal.add_arcs(files)))
         for kind, frames, build in steps:
-            if not frames:
-                continue
-            try:
-                build([f.path for f in frames])
-            except ApocalError as err:
-                record["problems"].append(f"master {kind} not built: {err}")
+            _build_master(kind, [f.path for f in frames], build, record)
         try:
             cal.write(masters_dir, overwrite=overwrite)
         except ApocalError:
@@ -275,6 +273,25 @@ def _masters(group, masters_dir, options, overwrite, record, context) -> Calibra
             record["problems"].append(f"no master {kind}: science frames of {group.describe()} "
                                       f"are calibrated without one")
     return cal
+
+
+def _build_master(kind, paths, build, record) -> None:
+    """Build one master; a file that turns out unreadable is left out, the
+    rest are used."""
+    while paths:
+        try:
+            build(paths)
+            return
+        except FrameError as err:
+            if err.source is None or Path(err.source) not in paths:
+                record["problems"].append(f"master {kind} not built: {err}")
+                return
+            record["problems"].append(f"{Path(err.source).name}: {err.problem} (left out of "
+                                      f"the master {kind})")
+            paths = [p for p in paths if p != Path(err.source)]
+        except ApocalError as err:
+            record["problems"].append(f"master {kind} not built: {err}")
+            return
 
 
 def _flat_options(instrument, options):

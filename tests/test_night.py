@@ -200,3 +200,19 @@ def test_sbo_night_without_biases_uses_darks_of_each_exposure(tmp_path):
         assert science["dark"] == "masters/sbo_8x8_R/master_dark_60s.fits"
         assert science["bias"] is None
     assert result.problems == []    # darks stand in for the bias: not a problem
+
+
+def test_a_compressed_file_damaged_inside_is_left_out_of_its_master(tmp_path):
+    import gzip
+
+    sim = simulate(DISRed(), tmp_path / "raw", binning=(8, 8), bias=3, flat=3, arc=1, science=1)
+    good = sim["flat"][0].read_bytes()
+    # a gzip file whose header is intact but whose data stop short: the survey
+    # cannot see it without reading the data
+    (tmp_path / "raw" / "flat.0050r.fits.gz").write_bytes(gzip.compress(good[: len(good) // 2]))
+    result = reduce_night(tmp_path / "raw", tmp_path / "out", report=False)
+    group, = result.summary["groups"]
+    assert any("flat.0050r.fits.gz" in p and "left out of the master flat" in p
+               for p in result.problems)
+    assert len(group["masters"]["flat"]["inputs"]) == 3
+    assert group["science"][0]["flat"] is not None
