@@ -18,9 +18,9 @@ from astropy.table import Table
 from ccdproc import ImageFileCollection
 
 from .detection import instrument_for
-from .io import read_header
 from .exceptions import ApocalError, FrameError
 from .instrument import Instrument
+from .io import read_header
 
 __all__ = ["FrameInfo", "survey", "survey_table"]
 
@@ -190,8 +190,6 @@ def _describe(path: Path, header, instrument) -> FrameInfo:
         info.lamps = _lamps(found, header)
         info.date = str(header.get(found.date_key, ""))
     except FrameError as err:
-        if err.source is None:
-            err = FrameError(path, err.problem)
         info.problem = err.problem
     return info
 
