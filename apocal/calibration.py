@@ -199,7 +199,7 @@ class CalibrationSet:
         if self.master_bias is None:
             by_time: dict[float, list] = {}
             for frame in frames:
-                raw, name = self._raw(frame)
+                raw, name = self.instrument.raw_frame(frame)
                 exptime = self.instrument.exposure_time(raw.header, name)
                 key = next((t for t in by_time if abs(t - exptime) <= _SAME_EXPOSURE), exptime)
                 by_time.setdefault(key, []).append(raw)
@@ -440,7 +440,7 @@ class CalibrationSet:
             When a needed master is missing (no bias and no dark of this
             exposure for a camera without overscan), or shapes differ.
         """
-        raw, name = self._raw(frame)
+        raw, name = self.instrument.raw_frame(frame)
         exptime = self.instrument.exposure_time(raw.header, name)
         ccd = self._process_one(raw, name, "science", bias=self._pedestal_for(exptime))
         self._check_configuration(ccd.header, name)
@@ -619,20 +619,13 @@ class CalibrationSet:
                                    f"masters were built without this one (start a new "
                                    f"CalibrationSet)")
 
-    def _raw(self, frame) -> tuple[CCDData, str]:
-        if isinstance(frame, CCDData):
-            return frame, str(frame.meta.get("RAWFILE", "<in-memory frame>"))
-        if isinstance(frame, (str, Path)):
-            return self.instrument.read(frame), str(frame)
-        raise TypeError(f"frames are paths or CCDData, not {type(frame).__name__}")
-
     def _process_all(self, frames, kind, bias=None, subtract=False):
         frames = list(frames)
         if not frames:
             raise CalibrationError(f"no {kind} frames given")
         processed, names, binnings = [], [], []
         for frame in frames:
-            raw, name = self._raw(frame)
+            raw, name = self.instrument.raw_frame(frame)
             exptime = self.instrument.exposure_time(raw.header, name) if kind != "bias" else 0.0
             pedestal = bias if bias is not None else self._pedestal_for(exptime)
             ccd = self._process_one(raw, name, kind, bias=pedestal)

@@ -10,6 +10,7 @@ binning) win over the class defaults.
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -452,7 +453,7 @@ class Instrument:
         """
         if overscan not in OVERSCAN_METHODS:
             raise ValueError(f"overscan must be one of {OVERSCAN_METHODS}, not {overscan!r}")
-        ccd, source = self._raw_ccd(frame)
+        ccd, source = self.raw_frame(frame)
         window = overscan_window or self.overscan_window
         raw_header = fits.Header(ccd.meta)
         self.check_frame(raw_header, source)
@@ -471,7 +472,7 @@ class Instrument:
                         out=signal[out], casting="same_kind")
             signal[out] *= np.float32(amp.gain)
             variance[out] = amp.read_noise**2 + level_var * amp.gain**2
-            flags[out] = self._raw_flags(data)
+            flags[out] = self.raw_flags(data)
             if ccd.mask is not None:
                 flags[out][np.asarray(ccd.mask)[amp.data.slices]] |= FLAG_DTYPE(Flag.BAD_PIXEL)
             header[f"APGAIN{number}"] = (amp.gain, f"[e-/ADU] gain of {amp.name}")
@@ -510,24 +511,42 @@ class Instrument:
             if other.matches(header):
                 raise FrameError(source, f"is a {other.name} frame, not {self.name}")
 
-    def _raw_ccd(self, frame) -> tuple[CCDData, str | None]:
+    def raw_frame(self, frame) -> tuple[CCDData, str]:
+        """A raw frame in ADU and the name to use for it in messages.
+
+        Parameters
+        ----------
+        frame : str, path-like or astropy.nddata.CCDData
+            A raw file (read with `read`), or a raw frame in ADU.
+
+        Returns
+        -------
+        ccd : astropy.nddata.CCDData
+        name : str
+            The path, or the RAWFILE card of an in-memory frame.
+
+        Raises
+        ------
+        FrameError
+            If the file cannot be read, or the frame is not a raw 2-D image
+            in ADU (e.g. it was processed already).
+        """
         if isinstance(frame, CCDData):
-            source = frame.meta.get("RAWFILE") if frame.meta else None
+            name = str((frame.meta or {}).get("RAWFILE", "<in-memory frame>"))
             if frame.unit is not None and frame.unit != u.adu:
-                raise FrameError(source, f"is in {frame.unit}, not ADU: process() takes raw "
-                                 f"frames (was it processed already?)")
+                raise FrameError(name, f"is in {frame.unit}, not ADU: a raw frame is needed "
+                                 f"(was it processed already?)")
             if frame.meta.get("APSTAGE"):
-                raise FrameError(source, "has already been processed by apocal")
+                raise FrameError(name, "has already been processed by apocal")
             if frame.data.ndim != 2:
-                raise FrameError(source, f"holds a {frame.data.ndim}-D array, not an image")
-            return frame, source
-        if isinstance(frame, (str, Path)):
+                raise FrameError(name, f"holds a {frame.data.ndim}-D array, not an image")
+            return frame, name
+        if isinstance(frame, (str, os.PathLike)):
             return self.read(frame), str(frame)
-        raise TypeError(f"process() takes a path or a CCDData, not {type(frame).__name__}")
+        raise TypeError(f"a frame is a path or a CCDData, not {type(frame).__name__}")
 
     def _bias_level(self, raw, amp: AmplifierLayout, method, window):
         """Overscan level (and its variance) for every data pixel of ``amp``."""
-        rows, cols = amp.data.shape
         if amp.overscan is None:
             return 0.0, 0.0
         pixels = raw[amp.overscan.slices]
@@ -543,7 +562,9 @@ class Instrument:
         wanted = np.arange(amp.data.x1 - 1, amp.data.x2)
         return np.interp(wanted, lines, level)[None, :], np.interp(wanted, lines, var)[None, :]
 
-    def _raw_flags(self, data: np.ndarray) -> np.ndarray:
+    def raw_flags(self, data: np.ndarray) -> np.ndarray:
+        """Flags of raw values (ADU): SATURATED at or above ``saturation``,
+        NONLINEAR above ``nonlinear``, NO_DATA where not finite."""
         flags = np.zeros(data.shape, dtype=FLAG_DTYPE)
         flags[data >= self.saturation] |= FLAG_DTYPE(Flag.SATURATED)
         if self.nonlinear is not None:

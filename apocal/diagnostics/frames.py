@@ -9,11 +9,9 @@ cut out sections.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
-from astropy import units as u
 from astropy.io import fits
 from astropy.nddata import CCDData
 
@@ -27,27 +25,14 @@ __all__ = ["load_raw", "load_raws", "raw_layout", "overscan_level", "data_sectio
 def load_raw(frame, instrument: Instrument) -> tuple[CCDData, str]:
     """A raw frame in ADU and a short name for it (the file name).
 
-    Parameters
-    ----------
-    frame : str, path-like or astropy.nddata.CCDData
-        A raw file, or a raw frame in ADU.
-    instrument : Instrument
-        The camera that wrote it.
-
     Raises
     ------
     FrameError
-        If the file is unreadable or the frame is not in ADU.
+        If the file is unreadable or the frame is not raw (see
+        `Instrument.raw_frame`).
     """
-    if isinstance(frame, CCDData):
-        name = str((frame.meta or {}).get("RAWFILE", "<in-memory frame>"))
-        if frame.unit is not None and frame.unit != u.adu:
-            raise FrameError(name, f"is in {frame.unit}; detector diagnostics need the raw "
-                                   f"frame in ADU")
-        return frame, name
-    if isinstance(frame, (str, os.PathLike)):
-        return instrument.read(frame), Path(frame).name
-    raise TypeError(f"expected a path or a CCDData, not {type(frame).__name__}")
+    ccd, name = instrument.raw_frame(frame)
+    return ccd, Path(name).name
 
 
 def load_raws(frames, instrument: Instrument, shape: tuple[int, int] | None = None
@@ -89,13 +74,6 @@ def data_section(raw: np.ndarray, amp: AmplifierLayout, subtract_overscan: bool 
 
 
 def beyond_linear(raw: np.ndarray, instrument: Instrument) -> np.ndarray:
-    """True where a raw value (ADU) is saturated or above the non-linearity level.
-
-    Same rule as the SATURATED and NONLINEAR flags of `Instrument.process`:
-    ``raw >= saturation`` or ``raw > nonlinear``; non-finite values count too.
-    """
-    raw = np.asarray(raw)
-    high = (raw >= instrument.saturation) | ~np.isfinite(raw)
-    if instrument.nonlinear is not None:
-        high |= raw > instrument.nonlinear
-    return high
+    """True where a raw value (ADU) is saturated, above the non-linearity
+    level or not finite: any flag `Instrument.raw_flags` sets."""
+    return instrument.raw_flags(np.asarray(raw)) != 0
