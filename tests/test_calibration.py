@@ -371,3 +371,12 @@ def test_cosmic_ray_rejection_in_calibrate(kosmos):
     assert np.median(sigma[found & hits]) == pytest.approx(np.median(sigma[~clean.mask]), rel=0.3)
     assert clean.header["NCOSMIC"] == found.sum()
     assert np.all(np.isfinite(clean.uncertainty.array))
+
+
+def test_a_frame_without_exposure_time_is_named(kosmos, tmp_path):
+    sim, cal, _ = kosmos
+    raw = sim.instrument.read(sim["science"][0])
+    del raw.header["EXPTIME"]
+    with pytest.raises(FrameError, match=r"target\.\d+\.fits: has no usable exposure time "
+                                         r"\(EXPTIME=None\)"):
+        cal.calibrate(raw)
