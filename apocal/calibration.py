@@ -498,7 +498,6 @@ class CalibrationSet:
             "read_noise": [a.read_noise for a in self.instrument.amplifiers],
             "overscan": self.overscan, "overscan_window": self.overscan_window,
             "files": {key: name for name, _, key in self._file_keys(plan)},
-            "pedestals": {f"{t:g}": f"master_dark_{t:g}s.fits" for t in self._pedestals},
         }
         written.append(atomic_write_bytes(directory / _MANIFEST,
                                           json.dumps(manifest, indent=1).encode(),
@@ -552,6 +551,9 @@ class CalibrationSet:
                 cal.master_bias = master
             elif kind == "dark" and exposure:
                 cal.master_darks[float(exposure)] = master
+                with fits.open(path) as hdul:
+                    if "PEDESTAL" in hdul:
+                        cal._pedestals[float(exposure)] = np.array(hdul["PEDESTAL"].data)
             elif kind == "dark":
                 cal._dark_rate = master
             elif kind == "flat":
@@ -563,9 +565,6 @@ class CalibrationSet:
                         cal.flat_response = np.array(hdul["RESPONSE"].data, dtype=float)
             elif kind == "arc":
                 cal.master_arc = master
-        for exposure, name in manifest.get("pedestals", {}).items():
-            with fits.open(directory / name) as hdul:
-                cal._pedestals[float(exposure)] = np.array(hdul["PEDESTAL"].data)
         return cal
 
     # ------------------------------------------------------------------
