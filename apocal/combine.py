@@ -14,14 +14,21 @@ uncertainty and the bookkeeping:
   usable frame is flagged ``NO_DATA`` (with the flags that excluded it).
 * a "sum" is the mean of the frames used times the number of frames, so a
   rejected value does not make a pixel fainter.
-* the stack is combined in blocks of rows to bound memory.
+* the stack is combined in blocks of rows, read from the inputs when they
+  are needed, so memory stays within ``memory_limit`` however many
+  full-size frames there are: frames prepared with `Instrument.prepare`
+  are read from their files a block at a time, and the blocks are shared
+  between two threads (`apocal.blocks`).
+* the arithmetic is float32, like the frames (ccdproc works in float64).
 """
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Sequence
 
+import bottleneck as bn
 import numpy as np
 from astropy import units as u
 from astropy.io import fits
@@ -30,6 +37,7 @@ from astropy.utils.exceptions import AstropyWarning
 from ccdproc import Combiner
 
 from . import __version__
+from .blocks import WORKERS, for_each_block
 from .exceptions import CalibrationError
 from .flags import FLAG_DTYPE, Flag
 from .statistics import median_variance_factors
@@ -46,10 +54,16 @@ COMBINE_OPTIONS = ("method", "sigma_clip", "minmax", "extrema", "scale", "exclud
 #: Flags that keep a pixel of one frame out of a combination by default.
 DEFAULT_EXCLUDE = Flag.SATURATED | Flag.COSMIC_RAY | Flag.NO_DATA
 
-_BYTES_PER_VALUE = 40   # float64 data and scaled copy, mask, variance, temporaries
+# Working bytes per value of a block (frame x pixel): data, variance and
+# flags read, the Combiner's masked copy, masks and temporaries.
+_BYTES_PER_VALUE = 48
+# Bytes of the result per pixel: float32 data and sigma, uint16 flags, mask.
+_RESULT_BYTES = 11
+# Blocks larger than this many values per frame gain nothing (cache size).
+_BEST_BLOCK_VALUES = 1 << 17
 
 
-def combine(frames: Sequence[CCDData], method: str = "median", *,
+def combine(frames: Sequence, method: str = "median", *,
             sigma_clip: float | tuple[float, float] | None = None,
             minmax: tuple[float | None, float | None] | None = None,
             extrema: tuple[int, int] | None = None,
@@ -60,9 +74,10 @@ def combine(frames: Sequence[CCDData], method: str = "median", *,
 
     Parameters
     ----------
-    frames : sequence of astropy.nddata.CCDData
-        Frames of one shape and unit, each with a `StdDevUncertainty`;
-        ``flags`` (bit flags) are used when present, else ``mask``.
+    frames : sequence of astropy.nddata.CCDData or apocal.processing.ProcessedFrame
+        Frames of one shape and unit: `CCDData` with a `StdDevUncertainty`
+        (``flags`` bit flags used when present, else ``mask``), or frames
+        from `Instrument.prepare`, read a block of rows at a time.
     method : {"median", "mean", "sum"}
         How to combine the values left after rejection.
     sigma_clip : float or (float, float), optional
@@ -81,8 +96,9 @@ def combine(frames: Sequence[CCDData], method: str = "median", *,
         Bit flags (`apocal.flags.Flag`) that keep a frame's pixel out of
         the combination; 0 keeps everything.
     memory_limit : float
-        Approximate bytes of working memory; the stack is combined in
-        blocks of rows that fit.
+        Bytes that the result and the blocks being combined may take
+        (default 512 MB); the stack is combined in blocks of rows that fit.
+        Frames given as `CCDData` are already in memory and not counted.
 
     Returns
     -------
@@ -98,23 +114,35 @@ def combine(frames: Sequence[CCDData], method: str = "median", *,
     ValueError
         For an unknown method or a bad option value.
     """
-    frames = list(frames)
+    frames = [_InMemory(f) if isinstance(f, CCDData) else f for f in frames]
     _check(frames, method, scale)
     n_frames = len(frames)
     shape = frames[0].shape
     factors = np.ones(n_frames) if scale is None else np.asarray(scale, dtype=np.float64)
-    flags_in = [f.flags if f.flags is not None else
-                (np.asarray(f.mask, dtype=FLAG_DTYPE) * FLAG_DTYPE(Flag.BAD_PIXEL)
-                 if f.mask is not None else None) for f in frames]
-
     data = np.empty(shape, dtype=np.float32)
     sigma = np.empty(shape, dtype=np.float32)
-    flags = np.zeros(shape, dtype=FLAG_DTYPE)
-    rows_per_block = max(1, int(memory_limit // (_BYTES_PER_VALUE * n_frames * shape[1])))
-    for start in range(0, shape[0], rows_per_block):
-        block = slice(start, min(start + rows_per_block, shape[0]))
-        _combine_block(frames, flags_in, factors, block, method, sigma_clip, minmax, extrema,
-                       int(exclude), data, sigma, flags)
+    flags = np.empty(shape, dtype=FLAG_DTYPE)
+    budget = memory_limit - _RESULT_BYTES * data.size
+    rows_per_block = int(min(budget // (_BYTES_PER_VALUE * n_frames * shape[1] * WORKERS),
+                             _BEST_BLOCK_VALUES // shape[1]))
+    rows_per_block = min(max(1, rows_per_block), shape[0])
+    buffers = threading.local()
+
+    def run(block):
+        if not hasattr(buffers, "stack"):
+            size = (n_frames, rows_per_block, shape[1])
+            buffers.stack = np.empty(size, np.float32)
+            buffers.variance = np.empty(size, np.float32)
+            buffers.flags = np.empty(size, FLAG_DTYPE)
+        n_rows = block.stop - block.start
+        stack, variance, frame_flags = (buffers.stack[:, :n_rows], buffers.variance[:, :n_rows],
+                                        buffers.flags[:, :n_rows])
+        for i, frame in enumerate(frames):
+            frame.rows(block.start, block.stop, stack[i], variance[i], frame_flags[i])
+        _combine_block(stack, variance, frame_flags, factors, method, sigma_clip, minmax,
+                       extrema, int(exclude), data[block], sigma[block], flags[block])
+
+    for_each_block(shape[0], rows_per_block, run)
 
     header = fits.Header(frames[0].meta)
     header["NCOMBINE"] = (n_frames, "frames combined")
@@ -131,6 +159,29 @@ def combine(frames: Sequence[CCDData], method: str = "median", *,
                    uncertainty=StdDevUncertainty(sigma, copy=False), flags=flags, mask=flags != 0)
 
 
+class _InMemory:
+    """A `CCDData` frame read by rows like a `~apocal.processing.ProcessedFrame`."""
+
+    def __init__(self, ccd: CCDData):
+        self.ccd = ccd
+        self.shape, self.unit, self.meta = ccd.shape, ccd.unit, ccd.meta
+        self.name = ccd.meta.get("RAWFILE")
+        self.has_uncertainty = isinstance(ccd.uncertainty, StdDevUncertainty)
+
+    def rows(self, start, stop, data, variance, flags):
+        ccd = self.ccd
+        data[...] = ccd.data[start:stop]
+        np.square(ccd.uncertainty.array[start:stop], out=variance, casting="same_kind")
+        if ccd.flags is not None:
+            flags[...] = ccd.flags[start:stop]
+        elif ccd.mask is not None:
+            np.multiply(ccd.mask[start:stop], FLAG_DTYPE(Flag.BAD_PIXEL), out=flags,
+                        casting="unsafe")
+        else:
+            flags[...] = 0
+        return data, variance, flags
+
+
 def _check(frames, method, scale):
     if method not in COMBINE_METHODS:
         raise ValueError(f"method must be one of {COMBINE_METHODS}, not {method!r}")
@@ -138,19 +189,19 @@ def _check(frames, method, scale):
         raise CalibrationError("no frames to combine")
     first = frames[0]
     for index, frame in enumerate(frames):
-        name = frame.meta.get("RAWFILE", f"frame {index + 1}")
+        name = getattr(frame, "name", None) or f"frame {index + 1}"
         if frame.shape != first.shape:
             raise CalibrationError(f"{name}: shape {frame.shape} differs from "
                                    f"{first.shape} of the first frame")
         if frame.unit != first.unit:
             raise CalibrationError(f"{name}: unit {frame.unit} differs from {first.unit}")
-        if not isinstance(frame.uncertainty, StdDevUncertainty):
+        if not getattr(frame, "has_uncertainty", True):
             raise CalibrationError(f"{name}: has no standard-deviation uncertainty to combine")
     if scale is not None and len(scale) != len(frames):
         raise ValueError(f"scale needs one value per frame ({len(frames)}), got {len(scale)}")
 
 
-def _clip_by_uncertainty(combiner, frames, factors, block, sigma_clip, max_iterations=3):
+def _clip_by_uncertainty(combiner, sigma, sigma_clip, max_iterations=3):
     """Reject values far from the stack median in units of their own uncertainty.
 
     This is IRAF's "ccdclip": the deviation of a value is judged against
@@ -160,13 +211,11 @@ def _clip_by_uncertainty(combiner, frames, factors, block, sigma_clip, max_itera
     then too small).
     """
     low, high = np.broadcast_to(sigma_clip, 2)
-    sigma = np.stack([np.asarray(f.uncertainty.array[block], dtype=np.float64) * factors[i]
-                      for i, f in enumerate(frames)])
     data = combiner.data_arr
     for _ in range(max_iterations):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            centre = np.nanmedian(np.ma.filled(data, np.nan), axis=0)
+            centre = bn.nanmedian(np.where(data.mask, np.float32(np.nan), data.data), axis=0)
         with np.errstate(divide="ignore", invalid="ignore"):
             deviation = (data.data - centre) / sigma
         reject = ~data.mask & ((deviation < -low) | (deviation > high))
@@ -177,29 +226,30 @@ def _clip_by_uncertainty(combiner, frames, factors, block, sigma_clip, max_itera
 
 def _no_uncertainty(data, axis=0, **_):
     """Stand-in for ccdproc's uncertainty: apocal computes its own below."""
-    return np.zeros(np.shape(data)[1:])
+    return np.zeros(np.shape(data)[1:], dtype=np.float32)
 
 
-def _combine_block(frames, flags_in, factors, block, method, sigma_clip, minmax, extrema,
+def _combine_block(stack, variance, frame_flags, factors, method, sigma_clip, minmax, extrema,
                    exclude, data_out, sigma_out, flags_out):
-    """Combine rows ``block`` of the stack into the output arrays."""
-    n_frames = len(frames)
-    excluded = [np.zeros(frames[0].data[block].shape, dtype=bool) if f is None
-                else (f[block] & exclude) != 0 for f in flags_in]
+    """Combine one block of rows: ``stack``, ``variance`` and ``frame_flags``
+    are (frames, rows, columns); results go into the three output views."""
+    n_frames = len(stack)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyWarning)
-        stack = [CCDData(np.asarray(frame.data[block], dtype=np.float64), unit=u.dimensionless_unscaled,
-                         mask=mask) for frame, mask in zip(frames, excluded)]
-    combiner = Combiner(stack, dtype=np.float64)
+        combiner = Combiner([CCDData(stack[i], unit=u.dimensionless_unscaled,
+                                     mask=(frame_flags[i] & exclude) != 0)
+                             for i in range(n_frames)], dtype=np.float32)
     if minmax is not None:   # limits apply to the values as measured
         combiner.minmax_clipping(min_clip=minmax[0], max_clip=minmax[1])
-    # Scale in place once, so that rejection and combination both see the
-    # scaled values (ccdproc's clip_extrema and sigma_clipping ignore scaling).
-    combiner.data_arr.data[...] *= factors[:, None, None]
+    if not np.all(factors == 1):
+        # Scale in place once, so that rejection and combination both see the
+        # scaled values (ccdproc's clip_extrema and sigma_clipping ignore scaling).
+        combiner.data_arr.data[...] *= factors.astype(np.float32)[:, None, None]
+        variance *= (factors**2).astype(np.float32)[:, None, None]
     if extrema is not None:
         combiner.clip_extrema(nlow=int(extrema[0]), nhigh=int(extrema[1]))
     if sigma_clip is not None:
-        _clip_by_uncertainty(combiner, frames, factors, block, sigma_clip)
+        _clip_by_uncertainty(combiner, np.sqrt(variance), sigma_clip)
 
     used = ~np.ma.getmaskarray(combiner.data_arr)
     n_used = used.sum(axis=0)
@@ -209,21 +259,16 @@ def _combine_block(frames, flags_in, factors, block, method, sigma_clip, minmax,
             values = combiner.median_combine(uncertainty_func=_no_uncertainty).data
         else:
             values = combiner.average_combine(uncertainty_func=_no_uncertainty).data
-    variance_sum = np.zeros(n_used.shape)
-    combined_flags = np.zeros(n_used.shape, dtype=FLAG_DTYPE)
-    every_flag = np.zeros(n_used.shape, dtype=FLAG_DTYPE)
-    for i, frame in enumerate(frames):
-        var_i = np.asarray(frame.uncertainty.array[block], dtype=np.float64) ** 2 * factors[i] ** 2
-        variance_sum += np.where(used[i], var_i, 0.0)
-        if flags_in[i] is not None:
-            combined_flags |= np.where(used[i], flags_in[i][block], 0).astype(FLAG_DTYPE)
-            every_flag |= flags_in[i][block]
+    variance_sum = np.sum(variance, axis=0, where=used)
+    if frame_flags.any():
+        combined_flags = np.bitwise_or.reduce(np.where(used, frame_flags, 0), axis=0)
+    else:
+        combined_flags = np.zeros(n_used.shape, FLAG_DTYPE)
 
     with np.errstate(divide="ignore", invalid="ignore"):
         if method == "median":
-            sigma = np.sqrt(median_variance_factors(n_used) * variance_sum) / n_used
-        else:
-            sigma = np.sqrt(variance_sum) / n_used
+            variance_sum *= median_variance_factors(n_used).astype(np.float32)
+        sigma = np.sqrt(variance_sum) / n_used
         if method == "sum":
             values = values * n_frames
             sigma = sigma * n_frames
@@ -232,18 +277,15 @@ def _combine_block(frames, flags_in, factors, block, method, sigma_clip, minmax,
     if empty.any():
         # Keep the image finite: take every frame's value where none was
         # usable; the pixel is flagged NO_DATA so nothing trusts it.
-        scaled = np.stack([np.asarray(f.data[block], dtype=np.float64) * factors[i]
-                           for i, f in enumerate(frames)])
-        every_var = np.stack([np.asarray(f.uncertainty.array[block], dtype=np.float64) ** 2
-                              * factors[i] ** 2 for i, f in enumerate(frames)])
+        scaled = combiner.data_arr.data
         fallback = np.median(scaled, axis=0) if method == "median" else scaled.mean(axis=0)
-        fallback_sigma = np.sqrt(every_var.sum(axis=0)) / n_frames
+        fallback_sigma = np.sqrt(variance.sum(axis=0)) / n_frames
         if method == "sum":
             fallback, fallback_sigma = fallback * n_frames, fallback_sigma * n_frames
         values = np.where(empty, fallback, values)
         sigma = np.where(empty, fallback_sigma, sigma)
-        combined_flags = np.where(empty, every_flag | FLAG_DTYPE(Flag.NO_DATA),
-                                  combined_flags).astype(FLAG_DTYPE)
-    data_out[block] = values
-    sigma_out[block] = sigma
-    flags_out[block] = combined_flags
+        every_flag = np.bitwise_or.reduce(frame_flags, axis=0)
+        combined_flags = np.where(empty, every_flag | FLAG_DTYPE(Flag.NO_DATA), combined_flags)
+    data_out[...] = values
+    sigma_out[...] = sigma
+    flags_out[...] = combined_flags

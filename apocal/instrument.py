@@ -19,14 +19,15 @@ from typing import ClassVar
 import numpy as np
 from astropy import units as u
 from astropy.io import fits
-from astropy.nddata import CCDData, StdDevUncertainty
+from astropy.nddata import CCDData
 from astropy.utils.exceptions import AstropyWarning
 
 from . import __version__
 from .exceptions import FrameError
 from .flags import FLAG_DTYPE, Flag
-from .io import read_raw
-from .overscan import OVERSCAN_METHODS, estimate_overscan
+from .io import RawImage, read_raw
+from .overscan import OVERSCAN_METHODS
+from .processing import ArrayImage, ProcessedFrame
 from .sections import Section, parse_section
 
 __all__ = ["Amplifier", "AmplifierLayout", "FrameLayout", "Instrument", "FRAME_KINDS"]
@@ -451,46 +452,60 @@ class Instrument:
             For an unreadable file, a frame already in electrons, sections
             that do not fit, or an unknown gain or read noise.
         """
+        return self.prepare(frame, overscan, overscan_window, bias).ccd()
+
+    def prepare(self, frame, overscan: str = "rows", overscan_window: int | None = None,
+                bias=None) -> ProcessedFrame:
+        """Get a frame ready to be processed a block of rows at a time.
+
+        Reads the header and the overscan (not the image) and returns a
+        `~apocal.processing.ProcessedFrame` whose ``rows(start, stop)`` gives
+        any block of the image `process` would return, read from the file
+        when it is needed. Combining many full-size frames this way keeps
+        memory bounded. Parameters and errors are those of `process`.
+
+        Returns
+        -------
+        apocal.processing.ProcessedFrame
+        """
         if overscan not in OVERSCAN_METHODS:
             raise ValueError(f"overscan must be one of {OVERSCAN_METHODS}, not {overscan!r}")
-        ccd, source = self.raw_frame(frame)
-        window = overscan_window or self.overscan_window
-        raw_header = fits.Header(ccd.meta)
-        self.check_frame(raw_header, source)
-        layout = self.layout(raw_header, ccd.shape, source)
-        photons = self.exptime_key not in raw_header or self.exposure_time(raw_header, source) > 0
-        raw = np.asarray(ccd.data)
-        signal = np.zeros(layout.shape, dtype=np.float32)
-        variance = np.zeros(layout.shape, dtype=np.float32)
-        flags = np.zeros(layout.shape, dtype=FLAG_DTYPE)
+        source, name = self.raw_source(frame)
+        raw_header = source.header
+        self.check_frame(raw_header, name)
+        layout = self.layout(raw_header, source.shape, name)
+        photons = self.exptime_key not in raw_header or self.exposure_time(raw_header, name) > 0
         header = _processed_header(raw_header)
-        for number, amp in enumerate(layout.amplifiers, start=1):
-            data = raw[amp.data.slices]
-            level, level_var = self._bias_level(raw, amp, overscan, window)
-            out = amp.output.slices
-            np.subtract(data, np.float32(level) if np.ndim(level) == 0 else level.astype(np.float32),
-                        out=signal[out], casting="same_kind")
-            signal[out] *= np.float32(amp.gain)
-            variance[out] = amp.read_noise**2 + level_var * amp.gain**2
-            flags[out] = self.raw_flags(data)
-            if ccd.mask is not None:
-                flags[out][np.asarray(ccd.mask)[amp.data.slices]] |= FLAG_DTYPE(Flag.BAD_PIXEL)
-            header[f"APGAIN{number}"] = (amp.gain, f"[e-/ADU] gain of {amp.name}")
-            header[f"APRDN{number}"] = (amp.read_noise, f"[e-] read noise of {amp.name}")
-            header[f"APOVSC{number}"] = (float(np.mean(level)) if np.size(level) else 0.0,
-                                         f"[ADU] mean overscan level of {amp.name}")
-        if photons:
-            above_bias = signal if bias is None else signal - np.asarray(bias, dtype=np.float32)
-            variance += np.maximum(above_bias, 0)
-        np.sqrt(variance, out=variance)
         header["APOVMETH"] = (overscan if any(a.overscan for a in layout.amplifiers) else "none",
                               "overscan estimate")
         header["APSTAGE"] = ("processed", "apocal: overscan, trim, gain applied")
         header["APVERS"] = (__version__, "apocal version")
         _shift_wcs(header, layout)
-        return CCDData(signal, unit=u.electron, meta=header,
-                       uncertainty=StdDevUncertainty(variance, copy=False),
-                       mask=flags != 0, flags=flags)
+        return ProcessedFrame(self, source, name, layout, header, photons, overscan,
+                              overscan_window or self.overscan_window, bias)
+
+    def raw_source(self, frame) -> tuple[RawImage | ArrayImage, str]:
+        """A raw frame opened for reading rows, and its name for messages.
+
+        A path is opened as an `apocal.io.RawImage` (header only; rows are
+        read when asked for); a `CCDData` is checked as in `raw_frame`; an
+        opened source is returned as it is.
+
+        Raises
+        ------
+        FrameError
+            If the file cannot be read, or the frame is not a raw image.
+        """
+        if isinstance(frame, RawImage):
+            return frame, str(frame.path)
+        if isinstance(frame, ArrayImage):
+            return frame, str(frame.header.get("RAWFILE", "<in-memory frame>"))
+        if isinstance(frame, (str, os.PathLike)):
+            source = RawImage(frame, self.data_extension)
+            source.header["RAWFILE"] = (Path(frame).name, "raw file read by apocal")
+            return source, str(frame)
+        ccd, name = self.raw_frame(frame)
+        return ArrayImage(ccd), name
 
     def check_frame(self, header: fits.Header, source=None) -> None:
         """Refuse a frame that another built-in instrument recognises as its own.
@@ -545,27 +560,13 @@ class Instrument:
             return self.read(frame), str(frame)
         raise TypeError(f"a frame is a path or a CCDData, not {type(frame).__name__}")
 
-    def _bias_level(self, raw, amp: AmplifierLayout, method, window):
-        """Overscan level (and its variance) for every data pixel of ``amp``."""
-        if amp.overscan is None:
-            return 0.0, 0.0
-        pixels = raw[amp.overscan.slices]
-        if not amp.overscan_along_rows:
-            pixels = pixels.T
-        level, var = estimate_overscan(pixels, method, window)
-        first, last = amp.overscan_lines
-        lines = np.arange(first, last + 1)
-        if amp.overscan_along_rows:
-            wanted = np.arange(amp.data.y1 - 1, amp.data.y2)
-            return (np.interp(wanted, lines, level)[:, None],
-                    np.interp(wanted, lines, var)[:, None])
-        wanted = np.arange(amp.data.x1 - 1, amp.data.x2)
-        return np.interp(wanted, lines, level)[None, :], np.interp(wanted, lines, var)[None, :]
-
     def raw_flags(self, data: np.ndarray) -> np.ndarray:
         """Flags of raw values (ADU): SATURATED at or above ``saturation``,
         NONLINEAR above ``nonlinear``, NO_DATA where not finite."""
         flags = np.zeros(data.shape, dtype=FLAG_DTYPE)
+        lowest = self.saturation if self.nonlinear is None else min(self.saturation, self.nonlinear)
+        if data.size == 0 or data.max() < lowest:   # the usual case, in one pass (NaN fails it)
+            return flags
         flags[data >= self.saturation] |= FLAG_DTYPE(Flag.SATURATED)
         if self.nonlinear is not None:
             flags[data > self.nonlinear] |= FLAG_DTYPE(Flag.NONLINEAR)

@@ -8,8 +8,11 @@ extensions; a file appears under its final name only once it is complete.
 
 from __future__ import annotations
 
+import gzip
 import os
+import shutil
 import tempfile
+import weakref
 import warnings
 from contextlib import contextmanager
 from io import BytesIO
@@ -24,7 +27,7 @@ from astropy.utils.exceptions import AstropyWarning
 from .exceptions import FrameError
 from .flags import FLAG_DTYPE, describe_flags
 
-__all__ = ["read_raw", "read_header", "open_fits", "write_frame", "read_frame",
+__all__ = ["read_raw", "read_header", "open_fits", "RawImage", "write_frame", "read_frame",
            "atomic_write_bytes", "fits_error_reason"]
 
 # Largest integer a float32 holds exactly: raw integer frames below it are
@@ -112,20 +115,156 @@ def open_fits(path):
         raise FrameError(path, f"cannot be read as FITS ({fits_error_reason(err)})") from err
 
 
-def _image_hdu(hdul, extension, path):
+def _image_hdu(hdul, extension, path, load=True):
+    """The image HDU asked for; with ``load=False`` its data are not read."""
+    def empty(h):
+        return h.data is None if load else int(h.header.get("NAXIS", 0)) == 0
+
     try:
         hdu = hdul[extension]
     except (KeyError, IndexError) as err:
         raise FrameError(path, f"has no HDU {extension!r}") from err
-    if hdu.data is None and extension in (0, "PRIMARY"):
+    if empty(hdu) and extension in (0, "PRIMARY"):
         for candidate in hdul[1:]:
-            if candidate.is_image and candidate.data is not None:
+            if candidate.is_image and not empty(candidate):
                 return candidate
-    if hdu.data is None:
+    if empty(hdu):
         raise FrameError(path, f"HDU {extension!r} holds no image data")
     if not getattr(hdu, "is_image", False):
         raise FrameError(path, f"HDU {extension!r} is a table, not an image")
     return hdu
+
+
+class RawImage:
+    """A raw FITS image opened for reading blocks of rows on demand.
+
+    Only the header is read when it is opened; `rows` then reads the rows
+    asked for straight from the file (a seek and one read, into a buffer the
+    caller may reuse), so a stack of full-size frames can be combined a
+    block at a time without ever holding a whole frame. A gzip-compressed
+    file is decompressed once into an anonymous temporary file; a
+    tile-compressed image or one with BLANK values is read whole by astropy.
+    The file is opened read-only every time.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The raw file.
+    extension : int or str
+        HDU holding the image (an empty primary HDU means the first image
+        extension, as in `read_raw`).
+
+    Attributes
+    ----------
+    path : pathlib.Path
+    header : astropy.io.fits.Header
+        As `read_raw` returns it.
+    shape : tuple of int
+        numpy shape of the image (rows, columns).
+
+    Raises
+    ------
+    FrameError
+        If the file is missing, not FITS, or has no 2-D image.
+    """
+
+    def __init__(self, path, extension: int | str = 0):
+        self.path = Path(path)
+        self._array = None
+        with open_fits(self.path) as hdul:
+            hdu = _image_hdu(hdul, extension, self.path, load=False)
+            index = hdul.index(hdu)
+            header = hdu.header.copy()
+            self.shape = tuple(int(n) for n in hdu.shape)
+            if len(self.shape) != 2:
+                raise FrameError(self.path, f"holds a {len(self.shape)}-D array; "
+                                 f"a 2-D image was expected")
+            if index > 0:
+                merged = hdul[0].header.copy()
+                merged.strip()
+                merged.extend(header, update=True)
+                header = merged
+            self._offset = hdul.fileinfo(index)["datLoc"]
+            bitpix = int(hdu.header["BITPIX"])
+            self._dtype = np.dtype({8: "u1", 16: ">i2", 32: ">i4", 64: ">i8",
+                                    -32: ">f4", -64: ">f8"}[bitpix])
+            self._scale = float(hdu.header.get("BSCALE", 1.0))
+            self._zero = float(hdu.header.get("BZERO", 0.0))
+            plain = not isinstance(hdu, fits.CompImageHDU) and "BLANK" not in hdu.header
+            if not plain:
+                self._array = _as_float(np.asarray(hdu.data))
+        for key in ("BZERO", "BSCALE", "BLANK"):
+            header.remove(key, ignore_missing=True)
+        self.header = header
+        self._file = self.path
+        if self._array is None and _is_gzip(self.path):
+            self._file = _decompressed_copy(self.path)
+            weakref.finalize(self, os.unlink, self._file)
+        row_bytes = self.shape[1] * self._dtype.itemsize
+        if self._array is None and os.path.getsize(self._file) < self._offset + row_bytes * self.shape[0]:
+            raise FrameError(self.path, "cannot be read as FITS (the file is truncated)")
+        # float32 holds every integer up to 2**24 ADU exactly, beyond any
+        # CCD's ADC; only 64-bit data are kept in float64.
+        self.dtype = np.dtype(np.float64 if self._dtype.itemsize == 8 else np.float32)
+
+    def __repr__(self) -> str:
+        return f"<RawImage {self.path.name} {self.shape[1]}x{self.shape[0]}>"
+
+    def rows(self, start: int, stop: int, out: np.ndarray | None = None,
+             columns: slice = slice(None)) -> np.ndarray:
+        """Rows ``start`` to ``stop - 1`` (0-based) in ADU, BZERO/BSCALE applied.
+
+        Parameters
+        ----------
+        start, stop : int
+            numpy row range.
+        out : numpy.ndarray, optional
+            Array of shape ``(stop - start, n_columns)`` to fill (any float
+            dtype); a new array of ``dtype`` otherwise.
+        columns : slice
+            The columns wanted (all by default).
+
+        Returns
+        -------
+        numpy.ndarray
+        """
+        n_rows = stop - start
+        if self._array is not None:
+            raw = self._array[start:stop, columns]
+        else:
+            raw = np.empty((n_rows, self.shape[1]), dtype=self._dtype)
+            with open(self._file, "rb") as handle:
+                handle.seek(self._offset + start * self.shape[1] * self._dtype.itemsize)
+                if handle.readinto(memoryview(raw).cast("B")) != raw.nbytes:
+                    raise FrameError(self.path, "cannot be read as FITS (the file is truncated)")
+            raw = raw[:, columns]
+        if out is None:
+            out = np.empty(raw.shape, dtype=self.dtype)
+        out[...] = raw
+        if self._array is not None:
+            return out
+        if self._scale != 1.0:
+            out *= self._scale
+        if self._zero != 0.0:
+            out += self._zero
+        return out
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
+
+
+def _decompressed_copy(path: Path) -> str:
+    """Decompress a gzip file into a temporary file; returns its name."""
+    fd, name = tempfile.mkstemp(prefix="apocal-", suffix=".fits")
+    try:
+        with os.fdopen(fd, "wb") as out, gzip.open(path, "rb") as src:
+            shutil.copyfileobj(src, out, 1 << 22)
+    except (OSError, EOFError) as err:
+        os.unlink(name)
+        raise FrameError(path, f"cannot be read as FITS ({fits_error_reason(err)})") from err
+    return name
 
 
 def fits_error_reason(err: Exception) -> str:

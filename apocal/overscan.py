@@ -16,6 +16,7 @@ be carried into the frame's uncertainty.
 
 from __future__ import annotations
 
+import bottleneck as bn
 import numpy as np
 from astropy.stats import mad_std, sigma_clipped_stats
 from scipy.signal import savgol_filter
@@ -62,8 +63,8 @@ def estimate_overscan(pixels: np.ndarray, method: str = "rows",
         variance = median_variance_factor(min(n, 1000)) * noise**2 / max(n, 1)
         return np.full(n_lines, median), np.full(n_lines, variance)
 
-    line_median = np.nanmedian(pixels, axis=1)
-    noise = mad_std(pixels - line_median[:, None], ignore_nan=True)
+    line_median = bn.nanmedian(pixels, axis=1)
+    noise = mad_std(pixels - line_median[:, None], func=bn.nanmedian)  # NaN-safe, no masked arrays
     # Lines with a single column have no scatter to measure: fall back on
     # the scatter between neighbouring lines.
     if not np.isfinite(noise) or noise == 0:

@@ -1,80 +1,169 @@
-"""Speed and memory of building a master bias from full-size KOSMOS frames.
+"""Speed and memory of master frames and calibration on full-size KOSMOS frames.
 
-Run by hand:  python benchmarks/bench_masters.py [N_FRAMES]
+Run by hand:  python benchmarks/bench_masters.py [--runs 3] [--folder DIR]
 
-Each approach runs in its own process (so peak memory is its own) on the
-same N simulated 4096 x 2148 int32 KOSMOS biases, and is reported as a
-ratio to the reference measured in the same run:
+Simulates 30 KOSMOS biases, 3 flats and a science frame at full size
+(4096 x 2148 int32 raw, with overscan), then times every approach in its own
+process (so its peak memory is its own), ``--runs`` times, and prints the
+median time and peak memory of each with ratios to the floor measured in
+the same run:
 
-reference   read the files and take a bottleneck median (no overscan, no
-            uncertainty): the floor any master-bias builder pays.
-ccdproc     ccdproc.combine(files, method="median", unit="adu").
-apocal      CalibrationSet(KOSMOS()).add_biases(files): overscan, trim, gain,
-            median with an uncertainty from the inputs, flags.
+floor            read the files (astropy, as float32) and take a bottleneck
+                 median: what any master-bias builder pays, without
+                 overscan, gain, uncertainty or flags.
+apocal           CalibrationSet(KOSMOS()).add_biases(files): overscan, trim,
+                 gain, median with an uncertainty from the inputs, flags.
+ccdproc          ccdproc.combine(files, method="median", unit="adu").
+... clipped      the same with sigma clipping (apocal: 3 sigma against each
+                 value's own uncertainty; ccdproc: sigma_clip=True, 3 sigma).
+calibrate        CalibrationSet.calibrate() of one science frame (master
+                 bias and flat applied), against the floor of reading that
+                 frame and writing it (astropy, float32).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-WORKERS = {
-    "reference": """
+FRAME_BYTES = 4096 * 2148 * 4          # one raw KOSMOS frame as float32
+
+COMBINE = {
+    "floor": """
 import bottleneck as bn, numpy as np
 from astropy.io import fits
+start = time.perf_counter()
 stack = np.stack([fits.getdata(f).astype(np.float32) for f in files])
 result = bn.median(stack, axis=0)
-""",
-    "ccdproc": """
-import ccdproc, warnings
-warnings.simplefilter("ignore")
-result = ccdproc.combine(files, method="median", unit="adu")
 """,
     "apocal": """
 import apocal
 from apocal.instruments import KOSMOS
-result = apocal.CalibrationSet(KOSMOS()).add_biases(files).master_bias
+start = time.perf_counter()
+result = apocal.CalibrationSet(KOSMOS()).add_biases(files, **options).master_bias
+""",
+    "ccdproc": """
+import ccdproc, warnings
+warnings.simplefilter("ignore")
+start = time.perf_counter()
+result = ccdproc.combine(files, method="median", unit="adu", **options)
 """,
 }
 
-RUNNER = """
-import json, resource, sys, time
-files = json.loads(sys.argv[1])
+CALIBRATE = {
+    "floor": """
+import numpy as np, os
+from astropy.io import fits
+out = os.path.join(os.path.dirname(science), "floor-out.fits")
 start = time.perf_counter()
+fits.writeto(out, fits.getdata(science).astype(np.float32), overwrite=True)
+""",
+    "apocal": """
+import apocal
+from apocal.instruments import KOSMOS
+cal = apocal.CalibrationSet(KOSMOS()).add_biases(files).add_flats(flats)
+cal.calibrate(science)            # the masters' squared uncertainties are made once
+start = time.perf_counter()
+result = cal.calibrate(science)
+""",
+}
+
+# Peak memory is the process's high-water mark of resident memory (VmHWM),
+# which starts afresh at exec; getrusage's ru_maxrss would carry over the
+# parent's peak.
+RUNNER = """
+import json, sys, time
+files, flats, science, options = json.loads(sys.argv[1])
 {body}
 elapsed = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+with open("/proc/self/status") as status:
+    peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM"))
 print(json.dumps({{"seconds": elapsed, "peak_bytes": peak}}))
 """
 
 
-def measure(name: str, files: list[str]) -> dict:
-    code = RUNNER.format(body=WORKERS[name])
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(files)], check=True,
-                         capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def measure(body: str, files, flats=(), science="", options=None, runs: int = 3) -> dict:
+    """Median seconds and peak bytes of ``body`` over ``runs`` fresh processes."""
+    code = RUNNER.format(body=body)
+    args = json.dumps([list(files), list(flats), science, options or {}])
+    results = [json.loads(subprocess.run([sys.executable, "-c", code, args], check=True,
+                                         capture_output=True, text=True).stdout.splitlines()[-1])
+               for _ in range(runs)]
+    return {key: statistics.median(r[key] for r in results) for key in results[0]}
 
 
-def main(n_frames: int = 10) -> None:
+def row(label, result, floor, stack_bytes=None):
+    """One line: seconds, peak GiB, time and memory over the floor's (and
+    memory over the float32 stack's when ``stack_bytes`` is given)."""
+    line = (f"{label:34s} {result['seconds']:8.3f} {result['peak_bytes'] / 2**30:9.2f} "
+            f"{result['seconds'] / floor['seconds']:7.2f}")
+    if stack_bytes:
+        line += (f" {result['peak_bytes'] / floor['peak_bytes']:8.2f}"
+                 f" {result['peak_bytes'] / stack_bytes:8.2f}")
+    print(line)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="processes per measurement")
+    parser.add_argument("--folder", help="where to simulate the frames (default: a "
+                                         "temporary folder, removed afterwards)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.folder) as folder:
+        run(Path(folder), args.runs)
+
+
+def run(folder: Path, runs: int) -> None:
     from apocal.instruments import KOSMOS
     from apocal.simulate import simulate
 
-    with tempfile.TemporaryDirectory() as folder:
-        start = time.perf_counter()
-        night = simulate(KOSMOS(), Path(folder), bias=n_frames, flat=0, arc=0, science=0, seed=1)
-        files = [str(p) for p in night["bias"]]
-        print(f"simulated {n_frames} full KOSMOS biases in {time.perf_counter() - start:.1f} s")
-        results = {name: measure(name, files) for name in WORKERS}
-    ref = results["reference"]
-    print(f"{'':10s} {'seconds':>8s} {'x ref':>6s} {'peak GiB':>9s} {'x ref':>6s}")
-    for name, r in results.items():
-        print(f"{name:10s} {r['seconds']:8.2f} {r['seconds'] / ref['seconds']:6.2f} "
-              f"{r['peak_bytes'] / 2**30:9.2f} {r['peak_bytes'] / ref['peak_bytes']:6.2f}")
+    start = time.perf_counter()
+    night = simulate(KOSMOS(), folder, bias=30, flat=3, arc=0, science=1, seed=1)
+    biases = [str(p) for p in night["bias"]]
+    flats = [str(p) for p in night["flat"]]
+    science = str(night["science"][0])
+    print(f"simulated 30 biases, 3 flats and 1 science frame (4096 x 2148 int32) in "
+          f"{time.perf_counter() - start:.0f} s; median of {runs} runs, each in its own process")
+
+    header = (f"{'':34s} {'seconds':>8s} {'peak GiB':>9s} {'x floor':>7s} {'x floor':>8s} "
+              f"{'x stack':>8s}")
+    for n in (10, 30):
+        files = biases[:n]
+        stack = n * FRAME_BYTES
+        print(f"\nmaster bias from {n} frames (float32 stack {stack / 2**30:.2f} GiB)")
+        print(header + "  (time, memory, memory)")
+        floor = measure(COMBINE["floor"], files, runs=runs)
+        row("floor (read + bottleneck median)", floor, floor, stack)
+        row("apocal median", measure(COMBINE["apocal"], files, runs=runs), floor, stack)
+        if n == 30:
+            row("apocal median, memory_limit=1e9",
+                measure(COMBINE["apocal"], files, options={"memory_limit": 1e9}, runs=runs),
+                floor, stack)
+            continue
+        row("ccdproc.combine median", measure(COMBINE["ccdproc"], files, runs=runs), floor, stack)
+        clipped = measure(COMBINE["apocal"], files, options={"sigma_clip": 3.0}, runs=runs)
+        ccd_clipped = measure(COMBINE["ccdproc"], files, runs=runs,
+                              options={"sigma_clip": True, "sigma_clip_low_thresh": 3,
+                                       "sigma_clip_high_thresh": 3})
+        row("apocal median, sigma-clipped", clipped, floor, stack)
+        row("ccdproc.combine, sigma_clip=True", ccd_clipped, floor, stack)
+        print(f"{'sigma-clipped: ccdproc / apocal time':34s} "
+              f"{ccd_clipped['seconds'] / clipped['seconds']:8.2f}")
+
+    print("\none science frame")
+    print(f"{'':34s} {'seconds':>8s} {'peak GiB':>9s} {'x floor':>7s}  (the apocal process "
+          f"holds the masters)")
+    floor = measure(CALIBRATE["floor"], [], science=science, runs=runs)
+    row("floor (read + write, float32)", floor, floor)
+    row("apocal calibrate()", measure(CALIBRATE["apocal"], biases[:10], flats, science,
+                                       runs=runs), floor)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 10)
+    main()

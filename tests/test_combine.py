@@ -117,3 +117,48 @@ def test_bad_input():
         combine(frames, "average")
     with pytest.raises(TypeError):
         combine(frames, "mean", sigma_clipp=3)
+
+
+# ----------------------------------------------------------------------
+# Streaming: frames read from their files a block of rows at a time
+# ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def biases(tmp_path_factory):
+    from apocal.instruments import KOSMOS
+    from apocal.simulate import simulate
+
+    folder = tmp_path_factory.mktemp("stream")
+    return simulate(KOSMOS(), folder, binning=(4, 4), bias=12, flat=0, arc=0, science=0, seed=8)
+
+
+@pytest.mark.parametrize("method, options", [("median", {}), ("mean", {"sigma_clip": 3.0}),
+                                             ("sum", {"extrema": (1, 1)}),
+                                             ("median", {"minmax": (-50.0, 50.0)})])
+def test_streamed_files_combine_exactly_like_frames_in_memory(biases, method, options):
+    instrument = biases.instrument
+    in_memory = combine([instrument.process(p) for p in biases["bias"]], method, **options)
+    streamed = combine([instrument.prepare(p) for p in biases["bias"]], method,
+                       memory_limit=3e6, **options)   # blocks of a few rows
+    np.testing.assert_array_equal(streamed.data, in_memory.data)
+    # in memory, each variance went through sqrt and back: float32 rounding
+    np.testing.assert_allclose(streamed.uncertainty.array, in_memory.uncertainty.array,
+                               rtol=3e-7, atol=0)
+    np.testing.assert_array_equal(streamed.flags, in_memory.flags)
+
+
+def test_streamed_combine_keeps_within_its_memory_limit(biases):
+    import tracemalloc
+
+    instrument = biases.instrument
+    frames = [instrument.prepare(p) for p in biases["bias"]]
+    stack_bytes = len(frames) * frames[0].shape[0] * frames[0].shape[1] * 4
+    limit = 8e6      # the result takes 5.8 MB of it
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        combine(frames, "median", memory_limit=limit)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert stack_bytes > 3 * limit                 # the stack would not have fitted
+    assert peak < 1.1 * limit, peak

@@ -10,7 +10,7 @@ from astropy.nddata import CCDData, StdDevUncertainty
 
 from apocal.exceptions import FrameError
 from apocal.flags import Flag
-from apocal.io import atomic_write_bytes, read_frame, read_raw, write_frame
+from apocal.io import RawImage, atomic_write_bytes, read_frame, read_raw, write_frame
 
 
 @pytest.mark.parametrize("dtype, bitpix", [(np.int16, 16), (np.int32, 32), (np.float32, -32),
@@ -118,3 +118,40 @@ def test_atomic_write_leaves_nothing_behind_when_interrupted(tmp_path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         atomic_write_bytes(target, b"x" * 1000)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint16, np.int32, np.float32, np.float64])
+def test_raw_image_rows_match_read_raw(tmp_path, dtype):
+    values = np.random.default_rng(4).uniform(0, 250, (37, 23)).astype(dtype)
+    path = tmp_path / "frame.fits"
+    fits.PrimaryHDU(values).writeto(path)
+    image = RawImage(path)
+    whole, header = read_raw(path)
+    assert image.shape == (37, 23) and image.header["NAXIS1"] == 23
+    np.testing.assert_array_equal(image.rows(0, 37), whole)
+    np.testing.assert_array_equal(image.rows(5, 9, columns=slice(3, 8)), whole[5:9, 3:8])
+    out = np.empty((2, 23), image.dtype)
+    assert image.rows(30, 32, out=out) is out
+    assert image.dtype == (np.float64 if dtype == np.float64 else np.float32)
+    np.testing.assert_array_equal(out, whole[30:32])
+
+
+def test_raw_image_reads_gzip_and_extensions_and_leaves_the_file_untouched(tmp_path):
+    image = np.arange(20 * 30, dtype=np.uint16).reshape(20, 30) + 30000
+    path = tmp_path / "mef.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(image, name="SCI")]).writeto(path)
+    packed = tmp_path / "mef.fits.gz"
+    with open(path, "rb") as raw, gzip.open(packed, "wb") as out:
+        shutil.copyfileobj(raw, out)
+    before = packed.read_bytes()
+    for source in (RawImage(packed), RawImage(path, extension="SCI")):
+        np.testing.assert_array_equal(source.rows(3, 7), image[3:7])
+    assert packed.read_bytes() == before
+
+
+def test_raw_image_names_a_truncated_file(tmp_path):
+    path = tmp_path / "cut.fits"
+    fits.PrimaryHDU(np.zeros((200, 200), np.int32)).writeto(path)
+    path.write_bytes(path.read_bytes()[:2880 * 10])
+    with pytest.raises(FrameError, match="cut.fits.*truncated"):
+        RawImage(path)
