@@ -208,20 +208,33 @@ def _clip_by_uncertainty(combiner, sigma, sigma_clip, max_iterations=3):
     the noise that value is known to have, not against the scatter of a
     handful of frames (with five frames that scatter is itself so uncertain
     that a 3-sigma cut rejects good values, and the combined uncertainty is
-    then too small).
+    then too small). After the first pass only the pixels where something
+    was rejected are looked at again: elsewhere nothing has changed.
     """
     low, high = np.broadcast_to(sigma_clip, 2)
-    data = combiner.data_arr
-    for _ in range(max_iterations):
-        with warnings.catch_warnings():
+    n_frames = len(sigma)
+    values = combiner.data_arr.data.reshape(n_frames, -1)
+    mask = combiner.data_arr.mask.reshape(n_frames, -1)     # views: rejections go in place
+    sigma = sigma.reshape(n_frames, -1)
+    pixels = np.arange(values.shape[1])
+    for iteration in range(max_iterations):
+        if iteration == 0:
+            v, m, s = values, mask, sigma
+        else:
+            v, m, s = values[:, pixels], mask[:, pixels], sigma[:, pixels]
+        with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)
-            centre = bn.nanmedian(np.where(data.mask, np.float32(np.nan), data.data), axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            deviation = (data.data - centre) / sigma
-        reject = ~data.mask & ((deviation < -low) | (deviation > high))
+            centre = (bn.nanmedian(np.where(m, np.float32(np.nan), v), axis=0) if m.any()
+                      else bn.median(v, axis=0))
+            deviation = (v - centre) / s
+        reject = ~m & ((deviation < -low) | (deviation > high))
         if not reject.any():
             break
-        data.mask |= reject
+        m |= reject
+        changed = reject.any(axis=0)
+        if iteration > 0:
+            mask[:, pixels] = m
+        pixels = pixels[changed]
 
 
 def _no_uncertainty(data, axis=0, **_):

@@ -162,3 +162,22 @@ def test_streamed_combine_keeps_within_its_memory_limit(biases):
         tracemalloc.stop()
     assert stack_bytes > 3 * limit                 # the stack would not have fitted
     assert peak < 1.1 * limit, peak
+
+
+def test_sigma_clip_passes_agree_with_clipping_every_pixel_every_pass():
+    rng = np.random.default_rng(9)
+    frames = _stack(rng, 7, shape=(60, 70))
+    for k, frame in enumerate(frames[:3]):         # outliers that need several passes
+        frame.data[rng.random((60, 70)) < 0.2] += (30.0, 60.0, 300.0)[k]
+    values = np.array([f.data for f in frames], dtype=np.float64)
+    keep = np.ones(values.shape, bool)
+    for _ in range(3):                             # the plain algorithm
+        centre = np.nanmedian(np.where(keep, values, np.nan), axis=0)
+        reject = keep & (np.abs(values - centre) > 3.0 * 5.0)
+        if not reject.any():
+            break
+        keep &= ~reject
+    expected = np.nanmedian(np.where(keep, values, np.nan), axis=0)
+    out = combine(frames, "median", sigma_clip=3.0)
+    np.testing.assert_allclose(out.data, expected, rtol=1e-6)
+    assert (keep.sum(axis=0) < 6).any()            # some pixels needed more than one pass
