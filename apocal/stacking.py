@@ -212,7 +212,8 @@ def stack(frames: Sequence, *, reference=None, projection: str = "interp",
         Reject a frame's value more than this many times its own
         uncertainty below (or above) the median of the frames at that
         pixel (repeated up to three times): satellite trails, cosmic rays
-        and asteroids that survived calibration. Needs three frames or more.
+        and asteroids that survived calibration. Needs three frames or
+        more; pixels covered by fewer frames are not clipped.
     shifts : sequence of float, optional
         Frames without celestial WCS: shift of each frame along the spatial
         axis, pixels, positive when its features sit at higher pixel numbers
@@ -452,8 +453,9 @@ class _SkyGrid:
                              f"(WCS, shape), not {reference!r}")
         self.shape = tuple(int(n) for n in self.shape)
         centre = ((self.shape[1] - 1) / 2.0, (self.shape[0] - 1) / 2.0)
-        self.offsets = np.array([np.array(pixel_to_pixel(self.wcs, w, *centre), float)
-                                 - np.array(centre) for w in self.wcs_in])
+        offsets = np.array([np.array(pixel_to_pixel(self.wcs, w, *centre), float)
+                            - np.array(centre) for w in self.wcs_in])
+        self.offsets = np.round(offsets, 6) + 0.0    # no -0.0 from rounding noise
 
     def resampler(self, index):
         from reproject import reproject_adaptive, reproject_exact, reproject_interp
@@ -650,7 +652,9 @@ def _clip(kept: list[_Resampled], sigma_clip, max_iterations: int = 3) -> list[i
             centre = np.nanmedian(np.where(usable, values, np.nan), axis=0)
         with np.errstate(divide="ignore", invalid="ignore"):
             deviation = (values - centre) / sigma
-        reject = usable & ((deviation < -low) | (deviation > high))
+        # two values cannot say which of them is wrong: clip where three or more remain
+        judged = usable & (usable.sum(axis=0) >= 3)
+        reject = judged & ((deviation < -low) | (deviation > high))
         if not reject.any():
             break
         usable &= ~reject
