@@ -213,7 +213,9 @@ def stack(frames: Sequence, *, reference=None, projection: str = "interp",
         uncertainty below (or above) the median of the frames at that
         pixel (repeated up to three times): satellite trails, cosmic rays
         and asteroids that survived calibration. Needs three frames or
-        more; pixels covered by fewer frames are not clipped.
+        more; pixels covered by fewer frames are not clipped. Clipping
+        keeps every resampled frame in memory (11 bytes a pixel a frame);
+        without it, frames are added one at a time.
     shifts : sequence of float, optional
         Frames without celestial WCS: shift of each frame along the spatial
         axis, pixels, positive when its features sit at higher pixel numbers
@@ -295,9 +297,11 @@ def stack(frames: Sequence, *, reference=None, projection: str = "interp",
     for i, ccd in enumerate(ccds):
         one = _resample_frame(ccd, variances[i], exclude_bits, grid.resampler(i), grid.spacing(i),
                               scales[i])
+        total.add_footprint(one)
         if sigma_clip is None:
             total.add(one, weights[i], times[i])
-        else:
+        else:   # clipping needs every frame: keep what it judges (11 bytes a pixel)
+            one.raw = one.raw_variance = one.inside = None
             kept.append(one)
     rejected = None
     if sigma_clip is not None:
@@ -548,6 +552,7 @@ def _profile(ccd, axis, exclude_bits):
     data = np.where((_flags(ccd) & exclude_bits) == 0, np.asarray(ccd.data, float), np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", AstropyWarning)   # "invalid values": the masked ones
         # a clipped mean: less noisy than a median, blind to unflagged cosmic rays
         clipped = sigma_clip(data, sigma=4, axis=1 - axis, masked=True)
         profile = np.ma.filled(clipped.mean(axis=1 - axis), np.nan)
@@ -678,7 +683,15 @@ class _Accumulator:
         self.raw = np.zeros(shape)
         self.raw_variance = np.zeros(shape)
 
+    def add_footprint(self, one: _Resampled) -> None:
+        """What does not depend on the frames used: for pixels no frame can give."""
+        self.flags_any |= one.flags
+        self.inside += one.inside
+        self.raw += np.where(one.inside, one.raw, 0.0)
+        self.raw_variance += np.where(one.inside, one.raw_variance, 0.0)
+
     def add(self, one: _Resampled, weight: float, exptime: float) -> None:
+        """A frame's pixels that are used."""
         use = one.usable
         self.weight += np.where(use, weight, 0.0)
         self.weighted += np.where(use, weight * one.value.astype(np.float64), 0.0)
@@ -687,10 +700,6 @@ class _Accumulator:
         if not math.isnan(exptime):
             self.exposure += np.where(use, np.float32(exptime), np.float32(0))
         self.flags_used |= np.where(use, one.flags, 0).astype(FLAG_DTYPE)
-        self.flags_any |= one.flags
-        self.inside += one.inside
-        self.raw += np.where(one.inside, one.raw, 0.0)
-        self.raw_variance += np.where(one.inside, one.raw_variance, 0.0)
 
     def result(self):
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -719,6 +728,8 @@ def _header(first, names, grid, weights, scales, times, sigma_clip, rejected) ->
     header["NCOMBINE"] = (len(names), "frames stacked")
     header["STKPROJ"] = (grid.projection, "resampling onto the output grid")
     header["STKWEIGH"] = ("1/median variance", "one weight per frame")
+    if grid.wcs is None:
+        header["STKAXIS"] = (grid.axis, "numpy axis along the slit (shifted)")
     if sigma_clip is not None:
         low, high = np.broadcast_to(np.asarray(sigma_clip, dtype=float), 2)
         header["STKCLIP"] = (f"{low:g},{high:g}", "sigma clipping (low, high)")

@@ -367,6 +367,23 @@ def test_reduction_stacks_its_frames_by_target(sim, tmp_path):
         night.stack("M31")
 
 
+def test_calibration_set_stacks_raw_spectra_along_the_slit(tmp_path):
+    from apocal.instruments import KOSMOS
+    from apocal.simulate import simulate
+
+    sim = simulate(KOSMOS(), tmp_path, binning=(8, 8), bias=3, flat=3, arc=0, science=3, seed=9)
+    cal = CalibrationSet(sim.instrument).add_biases(sim["bias"]).add_flats(sim["flat"])
+    first = cal.calibrate(sim["science"][0])
+    result = cal.stack([first, *sim["science"][1:]])       # calibrated and raw frames
+    assert result.projection == "shift" and len(result.names) == 3
+    assert np.all(np.abs(result.offsets) < 0.05)             # one pointing: no shift
+    assert result.image.header["IMCMB002"] == sim["science"][1].name
+    # along the slit is across KOSMOS's dispersion axis (0): numpy axis 1
+    assert result.image.header["STKAXIS"] == 1
+    with pytest.raises(ValueError, match="spatial_axis must be 0 or 1"):
+        cal.stack(sim["science"], spatial_axis=2)
+
+
 # ----------------------------------------------------------------------
 # Real frames: six plate-solved 60 s z-band exposures of XO-1 (ARCSAT)
 # ----------------------------------------------------------------------
