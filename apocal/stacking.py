@@ -283,9 +283,12 @@ def stack(frames: Sequence, *, reference=None, projection: str = "interp",
     else:
         grid = _SkyGrid(loaded, reference, projection)
 
-    variances = [np.asarray(c.uncertainty.array, dtype=np.float64) ** 2 for c in ccds]
+    def variance(ccd):   # float64, made when needed: a night may have many frames
+        return np.asarray(ccd.uncertainty.array, dtype=np.float64) ** 2
+
     weights = np.empty(len(ccds))
-    for i, (ccd, var) in enumerate(zip(ccds, variances)):
+    for i, ccd in enumerate(ccds):
+        var = variance(ccd)
         usable = ((_flags(ccd) & exclude_bits) == 0) & np.isfinite(var) & np.isfinite(ccd.data)
         if not usable.any():
             raise FrameError(names[i], "has no unmasked pixel to stack")
@@ -295,7 +298,7 @@ def stack(frames: Sequence, *, reference=None, projection: str = "interp",
     total = _Accumulator(grid.shape)
     kept = []
     for i, ccd in enumerate(ccds):
-        one = _resample_frame(ccd, variances[i], exclude_bits, grid.resampler(i), grid.spacing(i),
+        one = _resample_frame(ccd, variance(ccd), exclude_bits, grid.resampler(i), grid.spacing(i),
                               scales[i])
         total.add_footprint(one)
         if sigma_clip is None:
