@@ -2,7 +2,8 @@
 
 Built on astropy's `~astropy.nddata.CCDData` and ccdproc. An `Instrument`
 describes a detector; a `CalibrationSet` builds master frames and
-calibrates science frames to electrons with a propagated uncertainty.
+calibrates science frames to electrons with a propagated uncertainty;
+`stack` aligns and co-adds calibrated frames.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -18,6 +19,7 @@ from .detection import instrument_for
 from .exceptions import ApocalError, ApocalWarning, CalibrationError, FrameError, UnknownInstrumentError
 from .flags import Flag
 from .instrument import Amplifier, Instrument
+from .stacking import StackedImage, stack
 
 __all__ = [
     "__version__",
@@ -25,6 +27,8 @@ __all__ = [
     "Instrument",
     "CalibrationSet",
     "instrument_for",
+    "stack",
+    "StackedImage",
     "instruments",
     "Flag",
     "ApocalError",

@@ -754,6 +754,38 @@ class CalibrationSet:
                           f"({'; '.join(differ)})", ApocalWarning)
 
 
+    # ------------------------------------------------------------------
+    # Stacking
+    # ------------------------------------------------------------------
+    def stack(self, frames, *, cosmic_rays: bool = False, **options):
+        """Calibrate frames and align and co-add them (`apocal.stack`).
+
+        Parameters
+        ----------
+        frames : sequence of str, path-like or CCDData
+            Raw science frames, calibrated here; a CCDData already
+            calibrated by apocal (header APSTAGE = "calibrated") is used as
+            it is.
+        cosmic_rays : bool
+            Reject cosmic rays while calibrating (see `calibrate`).
+        **options
+            Options of `apocal.stack` (``projection``, ``reference``,
+            ``sigma_clip``, ``shifts``, ...). For a spectrograph,
+            ``spatial_axis`` defaults to the axis across the dispersion.
+
+        Returns
+        -------
+        apocal.stacking.StackedImage
+        """
+        from .stacking import stack
+
+        calibrated = [frame if isinstance(frame, CCDData)
+                      and frame.meta.get("APSTAGE") == "calibrated"
+                      else self.calibrate(frame, cosmic_rays=cosmic_rays) for frame in frames]
+        if self.instrument.dispersion_axis is not None:
+            options.setdefault("spatial_axis", 1 - self.instrument.dispersion_axis)
+        return stack(calibrated, **options)
+
 # ----------------------------------------------------------------------
 # Module helpers
 # ----------------------------------------------------------------------

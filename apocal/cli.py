@@ -1,4 +1,4 @@
-"""The ``apocal`` command: ``summary``, ``reduce`` and ``demo``."""
+"""The ``apocal`` command: ``summary``, ``reduce``, ``stack`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ def main(argv=None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="apocal",
-        description="Raw CCD frames to calibrated data: survey a night, reduce it, or run "
-                    "the demo on simulated data.")
+        description="Raw CCD frames to calibrated data: survey a night, reduce it, stack "
+                    "calibrated frames, or run the demo on simulated data.")
     parser.add_argument("--version", action="version", version=f"apocal {__version__}")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
@@ -88,6 +88,33 @@ def _parser() -> argparse.ArgumentParser:
     reduce.add_argument("--no-report", action="store_true", help="skip report.html")
     reduce.add_argument("-q", "--quiet", action="store_true", help="print warnings only")
     reduce.set_defaults(run=_reduce)
+
+    stack = commands.add_parser(
+        "stack", help="align and co-add calibrated frames into one image",
+        description="Reproject calibrated frames (files written by apocal, e.g. reduce's "
+                    "calibrated/ folder) onto one grid by their celestial WCS and combine "
+                    "them: a weighted mean with its uncertainty, masked pixels left out, and "
+                    "COVERAGE (frames per pixel) and EXPOSURE (seconds per pixel) "
+                    "extensions. 2-D spectra without WCS are shifted along --spatial-axis "
+                    "by shifts measured by cross-correlation.")
+    stack.add_argument("files", nargs="+", metavar="FILES", help="calibrated FITS files")
+    stack.add_argument("-o", "--output", required=True, metavar="OUT.fits",
+                       help="the stacked image (not replaced without --overwrite)")
+    stack.add_argument("--projection", choices=("interp", "adaptive", "exact"),
+                       default="interp",
+                       help="resampling: bilinear interpolation (default), flux-conserving "
+                            "adaptive (another pixel scale), or exact overlap (slowest)")
+    stack.add_argument("--reference", choices=("first", "optimal"), default="first",
+                       help="output grid: the first frame's (default) or one covering all "
+                            "frames")
+    stack.add_argument("--sigma-clip", type=float, metavar="SIGMA",
+                       help="reject values SIGMA times their uncertainty from the median of "
+                            "the frames (satellite trails, cosmic rays; 3 frames or more)")
+    stack.add_argument("--spatial-axis", type=int, choices=(0, 1),
+                       help="2-D spectra without WCS: numpy axis along the slit")
+    stack.add_argument("--overwrite", action="store_true", help="replace OUT.fits")
+    stack.add_argument("-q", "--quiet", action="store_true", help="print warnings only")
+    stack.set_defaults(run=_stack)
 
     demo = commands.add_parser(
         "demo", help="simulate a night (KOSMOS, DIS Red/Blue, SBO) and reduce it",
@@ -148,6 +175,20 @@ def _reduce(args) -> int:
                           options=options, overwrite=args.overwrite, progress=True,
                           report=not args.no_report)
     _finish(result)
+    return 0
+
+
+def _stack(args) -> int:
+    from .stacking import stack
+
+    try:
+        result = stack(args.files, projection=args.projection, sigma_clip=args.sigma_clip,
+                       reference=args.reference, spatial_axis=args.spatial_axis)
+    except ValueError as err:   # options that do not fit these frames
+        raise ApocalError(str(err)) from None
+    path = result.write(args.output, overwrite=args.overwrite)
+    log.info("stacked %d frames (%s) into %s; up to %d per pixel", len(result.names),
+             result.projection, path, int(result.coverage.max()))
     return 0
 
 

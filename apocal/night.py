@@ -104,6 +104,43 @@ class Reduction:
     problems: list = field(default_factory=list)
     report: Path | None = None
 
+    def stack(self, target: str | None = None, **options):
+        """Align and co-add the calibrated science frames of one target
+        (`apocal.stack`).
+
+        Parameters
+        ----------
+        target : str, optional
+            Object name (header OBJECT, case ignored) of the frames to
+            stack; needed when the night observed more than one.
+        **options
+            Options of `apocal.stack` (``projection``,
+            ``sigma_clip``, ``spatial_axis`` for spectra, ...).
+
+        Returns
+        -------
+        apocal.stacking.StackedImage
+
+        Raises
+        ------
+        ApocalError
+            If no calibrated frame matches, or ``target`` is needed.
+        """
+        from .stacking import stack
+
+        files = [self.output_dir / entry["output"] for group in self.summary["groups"]
+                 for entry in group["science"]]
+        objects = {path: str(read_header(path).get("OBJECT", "")).strip() for path in files}
+        found = ", ".join(sorted(set(objects.values()))) or "none"
+        if target is None and len(set(objects.values())) > 1:
+            raise ApocalError(f"{self.output_dir}: frames of several targets ({found}); "
+                              f"pass target= to choose one")
+        chosen = [p for p in files if target is None or objects[p].lower() == target.strip().lower()]
+        if not chosen:
+            of = "" if target is None else f" of {target!r}"
+            raise ApocalError(f"{self.output_dir}: no calibrated frame{of} (targets: {found})")
+        return stack(chosen, **options)
+
 
 def reduce_night(raw_dir, output_dir, *, instrument: Instrument | None = None,
                  options: ReductionOptions | None = None, overwrite: bool = False,
