@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["WORKERS", "for_each_block"]
+__all__ = ["WORKERS", "for_each_block", "map_in_threads"]
 
 #: Threads used for blocks of rows.
 WORKERS = min(2, os.cpu_count() or 1)
@@ -26,10 +26,16 @@ def for_each_block(n_rows: int, rows_per_block: int, work: Callable[[slice], Non
     """
     blocks = [slice(start, min(start + rows_per_block, n_rows))
               for start in range(0, n_rows, max(1, rows_per_block))]
-    if WORKERS > 1 and len(blocks) > 1:
+    map_in_threads(work, blocks)
+
+
+def map_in_threads(function: Callable, items) -> list:
+    """``[function(item) for item in items]``, on `WORKERS` threads.
+
+    An exception in any call is raised here.
+    """
+    items = list(items)
+    if WORKERS > 1 and len(items) > 1:
         with ThreadPoolExecutor(WORKERS) as pool:
-            for _ in pool.map(work, blocks):
-                pass
-    else:
-        for block in blocks:
-            work(block)
+            return list(pool.map(function, items))
+    return [function(item) for item in items]

@@ -239,13 +239,10 @@ class CalibrationSet:
             rate = subtract_bias(combined, self.master_bias, add_keyword=False).divide(dark_time * u.s)
             bias_coefficient = -1.0 / dark_time
         else:
-            rates = []
-            for frame, t in zip(processed, times):
-                one = self._calibrated(frame).ccd()    # bias subtracted
-                one.data /= np.float32(t)
-                one.uncertainty.array /= np.float32(t)
-                rates.append(one)
-            combined = combine(rates, method, **options)
+            # Each dark minus the bias, over its own exposure: a rate per frame.
+            scale = np.asarray(options.pop("scale", np.ones(len(times)))) / times
+            combined = combine([self._calibrated(frame) for frame in processed], method,
+                               scale=scale, **options)
             rate = combined
             bias_coefficient = -float(np.mean(1.0 / times))
         rate = CCDData(rate.data.astype(np.float32), unit=u.electron / u.s,
@@ -300,25 +297,38 @@ class CalibrationSet:
         processed, names = self._process_all(frames, "flat", subtract=True)
         spectro = self.instrument.dispersion_axis is not None
         axis = self.instrument.dispersion_axis
-        bad = [(c.flags & FLAG_DTYPE(Flag.SATURATED | Flag.NO_DATA | Flag.BAD_PIXEL)) != 0
-               for c in processed]
-        for ccd, name in zip(processed, names):
+        frame_shape = processed[0].shape
+        unusable = FLAG_DTYPE(Flag.SATURATED | Flag.NO_DATA | Flag.BAD_PIXEL)
+        # One flat in memory at a time: the illuminated slit needs the sum of
+        # all of them, then each flat's level needs that slit, so a
+        # spectrograph's flats are processed once per pass (three in all,
+        # with the streamed combination) rather than all held at once.
+        stack_sum = np.zeros(frame_shape) if spectro else None
+        levels = []
+        for flat, name in zip(processed, names):
+            ccd = flat.ccd()
             noise = _read_noise(ccd)
             light = np.nanpercentile(ccd.data, 90)
             if not light > _NO_LIGHT * noise:
                 raise CalibrationError(f"{name}: flat has no light (90th percentile "
                                        f"{light:.1f} e-, read noise {noise:.1f} e-); "
                                        f"was the lamp off or the shutter closed?")
+            good = (ccd.flags & unusable) == 0
+            if spectro:
+                stack_sum += np.where(good, ccd.data, 0.0)
+            else:
+                levels.append(float(np.median(ccd.data[good])))
         if spectro:
-            stack_sum = np.sum([np.where(b, 0.0, c.data) for c, b in zip(processed, bad)], axis=0)
             rows = illuminated_rows(stack_sum, axis, threshold=illumination_threshold)
             if not rows.any():
                 raise CalibrationError(f"no part of the slit is illuminated in the flats "
                                        f"({names[0]} ...)")
-            lit = np.broadcast_to(np.expand_dims(rows, axis), processed[0].shape)
+            lit = np.broadcast_to(np.expand_dims(rows, axis), frame_shape)
+            for flat in processed:
+                ccd = flat.ccd()
+                levels.append(float(np.median(ccd.data[lit & ((ccd.flags & unusable) == 0)])))
         else:
-            lit = np.ones(processed[0].shape, dtype=bool)
-        levels = [float(np.median(c.data[lit & ~b])) for c, b in zip(processed, bad)]
+            lit = np.ones(frame_shape, dtype=bool)
         combined = combine(processed, method, scale=[1.0 / lvl for lvl in levels], **options)
         good = lit & ((combined.flags & FLAG_DTYPE(Flag.NO_DATA | Flag.SATURATED)) == 0)
 
@@ -619,9 +629,8 @@ class CalibrationSet:
                                    f"CalibrationSet)")
 
     def _process_all(self, frames, kind, bias=None, subtract=False):
-        """Prepare every frame (`Instrument.prepare`): frames to be combined
-        straight from their files, or, with ``subtract``, processed, bias-
-        and dark-subtracted frames in memory."""
+        """Prepare every frame (`Instrument.prepare`) to be combined straight
+        from its file; with ``subtract``, with the bias and dark removed."""
         frames = list(frames)
         if not frames:
             raise CalibrationError(f"no {kind} frames given")
@@ -631,7 +640,7 @@ class CalibrationSet:
             exptime = self.instrument.exposure_time(source.header, name) if kind != "bias" else 0.0
             pedestal = bias if bias is not None else self._pedestal_for(exptime)
             prepared = self._prepare_one(source, name, kind, bias=pedestal)
-            processed.append(self._calibrated(prepared).ccd() if subtract else prepared)
+            processed.append(self._calibrated(prepared) if subtract else prepared)
             names.append(name)
             binnings.append(self.instrument.binning(source.header))
         if len(set(binnings)) > 1:
@@ -860,8 +869,12 @@ class _Calibrated:
     comes as its `_Terms` (computed once per master).
     """
 
+    unit = u.electron
+
     def __init__(self, prepared: ProcessedFrame, bias: "_Terms | None"):
         self.prepared = prepared
+        self.name, self.shape, self.header = prepared.name, prepared.shape, prepared.header
+        self.meta = self.header
         self.bias = bias
         self.dark = self.flat = None
         self.dark_scale = 1.0

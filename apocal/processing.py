@@ -19,6 +19,7 @@ from astropy.io import fits
 from astropy.nddata import CCDData, StdDevUncertainty
 from astropy.utils.exceptions import AstropyWarning
 
+from .blocks import map_in_threads
 from .flags import FLAG_DTYPE, Flag
 from .overscan import estimate_overscan
 
@@ -182,11 +183,9 @@ def _overscan_levels(source, layout, method, window):
                         block[lo - start:hi - start,
                               amp.overscan.x1 - 1 - x_first:amp.overscan.x2 - x_first]))
         pixels = {key: np.concatenate(value) for key, value in parts.items()}
-    levels = []
-    for amp in layout.amplifiers:
+    def level(amp):
         if amp.overscan is None:
-            levels.append((np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32)))
-            continue
+            return np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32)
         region = pixels[id(amp)]
         if not amp.overscan_along_rows:
             region = region.T
@@ -199,6 +198,7 @@ def _overscan_levels(source, layout, method, window):
         else:
             data_lines = np.arange(amp.data.x1 - 1, amp.data.x2)
             shape = (1, -1)
-        levels.append((np.interp(data_lines, lines, level).astype(np.float32).reshape(shape),
-                       np.interp(data_lines, lines, var).astype(np.float32).reshape(shape)))
-    return levels
+        return (np.interp(data_lines, lines, level).astype(np.float32).reshape(shape),
+                np.interp(data_lines, lines, var).astype(np.float32).reshape(shape))
+
+    return map_in_threads(level, layout.amplifiers)
