@@ -439,7 +439,8 @@ class _SkyGrid:
             wcs = _celestial_wcs(ccd, name)
             if wcs is None:
                 raise FrameError(name, "has no celestial WCS to align it by; plate-solve it, "
-                                       "or give shifts= or spatial_axis= for 2-D spectra")
+                                       "or, for 2-D spectra, give shifts= or spatial_axis= "
+                                       "(--spatial-axis on the command line)")
             self.wcs_in.append(wcs)
         shapes = self.shapes = [ccd.shape for ccd, _ in loaded]
         if reference is None or (isinstance(reference, str) and reference == "first"):
