@@ -63,12 +63,7 @@ def read_raw(path, extension: int | str = 0) -> tuple[np.ndarray, fits.Header]:
     with open_fits(path) as hdul:
         hdu = _image_hdu(hdul, extension, path)
         data = hdu.data  # in memory (memmap=False); _as_float copies it
-        header = hdu.header.copy()
-        if hdu is not hdul[0]:
-            merged = hdul[0].header.copy()
-            merged.strip()
-            merged.extend(header, update=True)
-            header = merged
+        header = _image_header(hdul, hdu)
     if data.ndim != 2:
         raise FrameError(path, f"holds a {data.ndim}-D array; a 2-D image was expected")
     data = _as_float(data)
@@ -115,6 +110,18 @@ def open_fits(path):
         raise FrameError(path, f"cannot be read as FITS ({fits_error_reason(err)})") from err
 
 
+def _image_header(hdul, hdu) -> fits.Header:
+    """The image HDU's header, preceded by the primary header's cards when
+    the image is in an extension."""
+    header = hdu.header.copy()
+    if hdu is hdul[0]:
+        return header
+    merged = hdul[0].header.copy()
+    merged.strip()
+    merged.extend(header, update=True)
+    return merged
+
+
 def _image_hdu(hdul, extension, path, load=True):
     """The image HDU asked for; with ``load=False`` its data are not read."""
     def empty(h):
@@ -139,11 +146,12 @@ class RawImage:
     """A raw FITS image opened for reading blocks of rows on demand.
 
     Only the header is read when it is opened; `rows` then reads the rows
-    asked for straight from the file (a seek and one read, into a buffer the
-    caller may reuse), so a stack of full-size frames can be combined a
-    block at a time without ever holding a whole frame. A gzip-compressed
-    file is decompressed once into an anonymous temporary file; a
-    tile-compressed image or one with BLANK values is read whole by astropy.
+    asked for straight from the file (a seek and one read, converted into
+    an array the caller may reuse), so a stack of full-size frames can be
+    combined a block at a time without ever holding a whole frame. A
+    gzip-compressed file is decompressed once into a temporary file,
+    removed with the `RawImage`; a tile-compressed image or one with BLANK
+    values is read whole by astropy.
     The file is opened read-only every time.
 
     Parameters
@@ -174,16 +182,11 @@ class RawImage:
         with open_fits(self.path) as hdul:
             hdu = _image_hdu(hdul, extension, self.path, load=False)
             index = hdul.index(hdu)
-            header = hdu.header.copy()
+            header = _image_header(hdul, hdu)
             self.shape = tuple(int(n) for n in hdu.shape)
             if len(self.shape) != 2:
                 raise FrameError(self.path, f"holds a {len(self.shape)}-D array; "
                                  f"a 2-D image was expected")
-            if index > 0:
-                merged = hdul[0].header.copy()
-                merged.strip()
-                merged.extend(header, update=True)
-                header = merged
             self._offset = hdul.fileinfo(index)["datLoc"]
             bitpix = int(hdu.header["BITPIX"])
             self._dtype = np.dtype({8: "u1", 16: ">i2", 32: ">i4", 64: ">i8",
