@@ -38,7 +38,7 @@ from .cosmic_rays import reject_cosmic_rays
 from .exceptions import ApocalWarning, CalibrationError, FrameError
 from .flags import FLAG_DTYPE, Flag
 from .flat_response import fit_response, illuminated_rows, lamp_spectrum
-from .instrument import Instrument
+from .instrument import Instrument, amplifier_images
 from .processing import ProcessedFrame
 from .io import atomic_write_bytes, read_frame, write_frame
 
@@ -250,7 +250,9 @@ class CalibrationSet:
                        flags=combined.flags | _flags(self.master_bias), meta=processed[0].header)
         _flag_hot(rate, hot_sigma)
         rate = _as_master(rate, "dark", names, self.instrument)
-        rate.header[self.instrument.exptime_key] = (dark_time, "[s] mean exposure of the darks")
+        # a rate has no exposure time of its own: say how long the darks were
+        rate.header.remove(self.instrument.exptime_key, ignore_missing=True)
+        rate.header["APDKTIME"] = (dark_time, "[s] mean exposure of the darks")
         rate.header["APBIASCO"] = (bias_coefficient,
                                    "[1/s] d(rate)/d(master bias)")
         self._dark_rate = rate
@@ -359,6 +361,7 @@ class CalibrationSet:
                          uncertainty=StdDevUncertainty(sigma.astype(np.float32)),
                          flags=flags, meta=combined.header)
         master = _as_master(master, "flat", names, self.instrument)
+        master.header.remove(self.instrument.exptime_key, ignore_missing=True)  # dimensionless
         master.header["APRESP"] = (str(response) if spectro else "median",
                                    "lamp spectrum removal")
         for key, value in (("APORDER", order), ("APKNOTS", knots), ("APWIDTH", width)):
@@ -413,6 +416,8 @@ class CalibrationSet:
                          uncertainty=StdDevUncertainty(arc.uncertainty.array.astype(np.float32)),
                          flags=flags, meta=combined.header)
         master = _as_master(master, "arc", names, self.instrument)
+        master.header[self.instrument.exptime_key] = (total_time, "[s] exposure of the "
+                                                      + ("sum" if method == "sum" else "frames"))
         heavy = (flags & FLAG_DTYPE(Flag.NONLINEAR | Flag.SATURATED)) != 0
         if self.illumination_mask is not None:
             heavy &= self.illumination_mask
@@ -504,8 +509,10 @@ class CalibrationSet:
         manifest = {
             "apocal_version": __version__,
             "instrument": f"{type(self.instrument).__module__}:{type(self.instrument).__qualname__}",
-            "gain": [a.gain for a in self.instrument.amplifiers],
-            "read_noise": [a.read_noise for a in self.instrument.amplifiers],
+            # only values given to the instrument: header cards and class
+            # values speak for themselves when the set is read back
+            "gain": self.instrument.given_values("gain"),
+            "read_noise": self.instrument.given_values("read_noise"),
             "overscan": self.overscan, "overscan_window": self.overscan_window,
             "files": {key: name for name, _, key in self._file_keys(plan)},
         }
@@ -653,7 +660,7 @@ class CalibrationSet:
 
     def _prepare_one(self, source, name, kind, bias=None) -> ProcessedFrame:
         try:
-            found = self.instrument.classify(source.header, name)
+            found = self.instrument.kind_of(source.header, name)
         except FrameError:
             found = None
         if found is not None and found != kind:
@@ -661,7 +668,8 @@ class CalibrationSet:
                           ApocalWarning)
         try:
             prepared = self.instrument.prepare(source, overscan=self.overscan,
-                                               overscan_window=self.overscan_window, bias=bias)
+                                               overscan_window=self.overscan_window, bias=bias,
+                                               kind=kind)
         except FrameError as err:
             raise FrameError(name, err.problem) from None
         if self.master_bias is not None:
@@ -742,14 +750,16 @@ class CalibrationSet:
 
         ``raw`` is a raw frame or source (`Instrument.raw_source`)."""
         source, name = self.instrument.raw_source(raw)
-        layout = self.instrument.layout(source.header, source.shape, name)
+        layout = self.instrument.frame_layout(source)
         if all(amp.overscan is not None for amp in layout.amplifiers):
             return None
-        data = source.rows(0, source.shape[0])
+        images = amplifier_images(source, layout, self.instrument)
         level = np.zeros(layout.shape, dtype=np.float32)
         for amp in layout.amplifiers:
             if amp.overscan is None:
-                level[amp.output.slices] = np.nanmedian(data[amp.data.slices]) * amp.gain
+                data = images[amp.extension].rows(amp.data.y1 - 1, amp.data.y2)
+                level[amp.output.slices] = np.nanmedian(data[:, amp.data.x1 - 1:amp.data.x2]) \
+                    * amp.gain
         return level
 
     def _check_configuration(self, header, name):

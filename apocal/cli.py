@@ -174,8 +174,7 @@ def _reduce(args) -> int:
     result = reduce_night(args.raw_dir, args.output, instrument=_instrument(args),
                           options=options, overwrite=args.overwrite, progress=True,
                           report=not args.no_report)
-    _finish(result)
-    return 0
+    return _finish(result)
 
 
 def _stack(args) -> int:
@@ -196,17 +195,20 @@ def _demo(args) -> int:
     from .demo import run_demo
 
     result = run_demo(args.output, size=args.size, overwrite=args.overwrite, progress=True)
-    _finish(result)
-    return 0
+    return _finish(result)
 
 
-def _finish(result) -> None:
+def _finish(result) -> int:
+    """Report a reduction; 1 when a group with science frames calibrated none."""
     if result.problems:
         log.warning("%d problem(s), the rest was reduced:", len(result.problems))
         for problem in result.problems:
             log.warning("  %s", problem)
     where = result.report or result.output_dir / "summary.json"
     log.info("done: %s", where)
+    for line in result.failed_groups:
+        print(f"apocal: error: {_one_line(line)}", file=sys.stderr)
+    return 1 if result.failed_groups else 0
 
 
 def _console_logging(quiet: bool) -> None:

@@ -12,23 +12,26 @@ from astropy.io import fits
 from .exceptions import ApocalError, UnknownInstrumentError
 from .instrument import Instrument
 from .instruments import BUILTIN_INSTRUMENTS
-from .instruments.dis import dis_camera
 from .io import read_header
 
 __all__ = ["instrument_for", "load_instrument"]
 
 
-def instrument_for(path_or_header, candidates=None) -> Instrument:
+def instrument_for(path_or_header, candidates=None, filename: str | None = None) -> Instrument:
     """The instrument that wrote a frame, recognised from its header.
 
     Parameters
     ----------
     path_or_header : str, path-like or astropy.io.fits.Header
-        A raw file or its header.
+        A raw file or its header (of the image, merged with the primary
+        header, as `apocal.io.read_header` gives it).
     candidates : sequence of Instrument subclasses, optional
         Classes to try, in order; default the built-in ones (KOSMOS, DIS Red,
         DIS Blue, SBO). Pass your own subclasses (with a ``matches``
         classmethod) to have them recognised too.
+    filename : str, optional
+        The file's name, for a header given without its file (some cameras
+        say in the name what their headers do not, e.g. DIS ``...r.fits``).
 
     Returns
     -------
@@ -42,18 +45,13 @@ def instrument_for(path_or_header, candidates=None) -> Instrument:
         that were looked at.
     """
     if isinstance(path_or_header, fits.Header):
-        header, source = path_or_header, None
+        header, source = path_or_header, filename
     else:
         source = str(path_or_header)
         header = read_header(path_or_header)
-        if str(header.get("INSTRUME", "")).strip().lower().startswith("dis") \
-                and "DETECTOR" not in header:
-            camera = dis_camera(header, Path(source).name)
-            if camera:
-                header = header.copy()
-                header["DETECTOR"] = camera
+        filename = filename or Path(source).name
     for cls in candidates or BUILTIN_INSTRUMENTS:
-        if cls.matches(header):
+        if cls.recognises(header, filename):
             return cls()
     seen = ", ".join(f"{key}={header.get(key)!r}" for key in ("INSTRUME", "DETECTOR", "SWCREATE")
                      if key in header) or "no INSTRUME, DETECTOR or SWCREATE card"

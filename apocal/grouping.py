@@ -16,9 +16,11 @@ from .survey import FrameInfo
 
 __all__ = ["Group", "group_frames"]
 
-# Configuration keys an arc may differ in when no arc of the exact
-# configuration exists (arcs are often taken through a narrower slit).
-_ARC_MAY_DIFFER = ("slit",)
+# Configuration keys flats and arcs may differ in when none of the exact
+# configuration exists (arcs are often taken through a narrower slit, and a
+# slit's width read back from its micrometer changes from one setting to
+# the next): the group borrows them and says so.
+_MAY_DIFFER = ("slit",)
 
 
 @dataclass
@@ -88,19 +90,36 @@ def group_frames(infos: list[FrameInfo]) -> list[Group]:
             for f in frames:
                 if f.configuration == config and f.kind in ("flat", "arc", "science"):
                     {"flat": group.flats, "arc": group.arcs, "science": group.science}[f.kind].append(f)
-            if instrument.dispersion_axis is not None and not group.arcs and group.science:
-                group.arcs = [f for f in frames if f.kind == "arc"
-                              and _same_but(f.configuration, config, _ARC_MAY_DIFFER)]
-                if group.arcs:
-                    group.notes.append(f"no arc in this configuration; using arcs that differ "
-                                       f"only in {', '.join(_ARC_MAY_DIFFER)}: "
-                                       f"{', '.join(f.name for f in group.arcs)}")
+            if group.science:
+                kinds = ("flat", "arc") if instrument.dispersion_axis is not None else ("flat",)
+                for kind in kinds:
+                    _borrow(group, kind, frames, config)
             groups.append(group)
-    borrowed = {id(f) for g in groups if g.flats or g.science for f in g.arcs}
-    groups = [g for g in groups if g.flats or g.science
-              or not all(id(f) in borrowed for f in g.arcs)]
+    # A configuration whose flats and arcs all went to another group's science
+    # needs no group of its own.
+    borrowed = {id(f) for g in groups if g.science for f in g.flats + g.arcs}
+    groups = [g for g in groups if g.science
+              or not all(id(f) in borrowed for f in g.flats + g.arcs)]
     _label(groups)
     return sorted(groups, key=lambda g: g.label)
+
+
+def _borrow(group: Group, kind: str, frames: list, config: dict) -> None:
+    """Give a group with science frames the flats or arcs of a configuration
+    that differs only in `_MAY_DIFFER`, when it has none of its own."""
+    mine = {"flat": group.flats, "arc": group.arcs}[kind]
+    if mine:
+        return
+    found = [f for f in frames if f.kind == kind and _same_but(f.configuration, config,
+                                                                  _MAY_DIFFER)]
+    if found:
+        mine.extend(found)
+        differ = sorted({f"{k} {f.configuration.get(k)!r}" for f in found for k in _MAY_DIFFER
+                         if f.configuration.get(k) != config.get(k)})
+        group.notes.append(f"no {kind} in this configuration; using {kind}s that differ only "
+                           f"in {', '.join(_MAY_DIFFER)} ({', '.join(differ)} against "
+                           f"{', '.join(repr(config.get(k)) for k in _MAY_DIFFER)}): "
+                           f"{', '.join(f.name for f in found)}")
 
 
 def _same_but(one: dict, other: dict, ignored) -> bool:

@@ -2,17 +2,25 @@
 
 An `Instrument` subclass states the facts of one camera as class attributes
 (amplifier sections, gain, read noise, saturation, dispersion axis, header
-keywords) and inherits reading, classifying and processing. Values found in
-a frame's header (DATASEC/BIASSEC or per-amplifier keys, GAIN, RDNOISE,
-binning) win over the class defaults.
+keywords) and inherits reading, classifying and processing. Which value
+wins where a frame's header says something too is decided in one place,
+`apocal.layout`, and recorded in every processed frame.
+
+The methods a subclass may override are called with exactly the signatures
+documented here (and in the documentation's "Add your own instrument"):
+``matches(cls, header, filename=None)``, ``classify(self, header)`` and
+``header_sections(self, header, index)``.
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 import os
+import re
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar
 
@@ -26,17 +34,23 @@ from . import __version__
 from .exceptions import FrameError
 from .flags import FLAG_DTYPE, Flag
 from .io import RawImage, read_raw
+from .layout import AmplifierLayout, FrameLayout, resolve_layout
 from .overscan import OVERSCAN_METHODS
 from .processing import ArrayImage, ProcessedFrame
-from .sections import Section, parse_section
 
 __all__ = ["Amplifier", "AmplifierLayout", "FrameLayout", "Instrument", "FRAME_KINDS"]
 
 #: The kinds of frame `Instrument.classify` can return.
 FRAME_KINDS = ("bias", "dark", "flat", "arc", "science")
 
-# Header cards that describe raw geometry and stop being true after trimming.
-_GEOMETRY_KEYS = ("DATASEC", "BIASSEC", "TRIMSEC", "CCDSEC")
+# Cards of a raw header that stop being true once a frame is in electrons:
+# its storage, its raw range and saturation, and the conversion to electrons
+# (apocal records the gain and read noise it used in APGAINn and APRDNn).
+_RAW_ONLY_KEYS = ("BZERO", "BSCALE", "BLANK", "DATAMIN", "DATAMAX", "SATURATE", "GAIN",
+                  "EGAIN", "RDNOISE", "READNOIS", "RON")
+# Section-valued cards describe raw geometry (DATASEC, BIASSEC, TRIMSEC,
+# DETSEC, RTDATSEC...); only DETSIZE, the detector's size, stays true.
+_SECTION_VALUE = re.compile(r"^\s*\[\s*[\d*]")
 
 
 @dataclass(frozen=True)
@@ -46,11 +60,13 @@ class Amplifier:
     Parameters
     ----------
     data_section : str or None
-        FITS section ``[x1:x2,y1:y2]`` (1-based, inclusive, unbinned pixels)
-        holding this amplifier's light-sensitive pixels; None for the whole
-        image.
+        FITS section ``[x1:x2,y1:y2]`` (1-based, inclusive) of the
+        amplifier's light-sensitive pixels in its image (HDU), in unbinned
+        pixels unless the instrument sets ``sections_binned = True``; None
+        for the whole image.
     overscan_section : str or None
-        FITS section of this amplifier's overscan; None if it has none.
+        FITS section of this amplifier's overscan (same pixels); None if it
+        has none.
     gain : float or None
         Gain, electrons per ADU; None when it must come from the header.
     read_noise : float or None
@@ -58,9 +74,25 @@ class Amplifier:
     name : str
         A label for reports ("left", "right"); defaults to the position.
     data_key, overscan_key : str or None
-        Header keys holding this amplifier's sections in the frame's own
-        (binned) pixels, e.g. ``"DSEC11"``. For an instrument with a single
-        amplifier they default to ``DATASEC`` and ``BIASSEC``.
+        Header cards holding this amplifier's own sections in the frame's
+        (binned) pixels, e.g. ``"DSEC11"``; when present they win over the
+        class sections. None: the instrument's ``data_section_key`` and
+        ``overscan_section_key`` (DATASEC and BIASSEC) if the amplifier is
+        alone in its HDU, else no card.
+    extension : int, str or None
+        The HDU holding this amplifier (index or EXTNAME); None for the
+        instrument's ``data_extension``.
+    detector_section : str or None
+        Where the amplifier's data lie on the detector (the mosaic), FITS
+        style in unbinned detector pixels; it may run backwards,
+        ``[2048:1025,1:4096]``, for an amplifier read from the other side,
+        whose data are then flipped. The assembled frame places each
+        amplifier's trimmed data at its detector section (scaled by the
+        binning). None: from ``detector_key``, else amplifiers are placed
+        side by side in the order of their data sections.
+    detector_key : str or None
+        Header card in the amplifier's HDU giving its detector section,
+        e.g. ``"DETSEC"``.
     """
 
     data_section: str | None = None
@@ -70,36 +102,9 @@ class Amplifier:
     name: str = ""
     data_key: str | None = None
     overscan_key: str | None = None
-
-
-@dataclass(frozen=True)
-class AmplifierLayout:
-    """An amplifier resolved for one frame: sections in that frame's pixels."""
-
-    name: str
-    data: Section
-    overscan: Section | None
-    output: Section
-    gain: float
-    read_noise: float
-    overscan_along_rows: bool = True
-
-    @property
-    def overscan_lines(self) -> tuple[int, int]:
-        """First and last 0-based data line (row or column) the overscan spans."""
-        if self.overscan_along_rows:
-            return self.overscan.y1 - 1, self.overscan.y2 - 1
-        return self.overscan.x1 - 1, self.overscan.x2 - 1
-
-
-@dataclass(frozen=True)
-class FrameLayout:
-    """Where every amplifier of one raw frame is, and the assembled shape."""
-
-    raw_shape: tuple[int, int]
-    shape: tuple[int, int]
-    binning: tuple[int, int]
-    amplifiers: tuple[AmplifierLayout, ...] = field(default_factory=tuple)
+    extension: int | str | None = None
+    detector_section: str | None = None
+    detector_key: str | None = None
 
 
 class Instrument:
@@ -108,7 +113,7 @@ class Instrument:
     Subclass it and set the class attributes below; an instance may override
     any of them by keyword (``SBO(gain=1.3, read_noise=9.5)``). ``gain`` and
     ``read_noise`` given to the constructor apply to every amplifier (a
-    sequence gives one value per amplifier).
+    sequence gives one value per amplifier) and win over header cards.
 
     Attributes
     ----------
@@ -124,15 +129,25 @@ class Instrument:
         numpy axis along which wavelength changes (0: rows, 1: columns);
         None for an imager.
     data_extension : int or str
-        HDU holding the image.
+        HDU holding the image (amplifiers in other HDUs say so with their
+        ``extension``).
+    sections_binned : bool
+        False (default): the amplifiers' class sections count unbinned
+        detector pixels and are scaled by each frame's binning. True: they
+        count the frame's own (binned) pixels, as header cards do.
+    data_section_key, overscan_section_key : str or None
+        Header cards giving the data and overscan sections of an amplifier
+        alone in its HDU (DATASEC and BIASSEC); None to ignore them.
     exptime_key, imagetype_key, object_key, date_key : str
         Header keys for exposure time (s), frame type, target and date.
     binning_keys : tuple
         Where to find binning: a key holding ``"bx by"`` (e.g. ``CCDSUM``)
         or a pair of keys ``(x_key, y_key)``; the first one present is used.
     gain_keys, read_noise_keys : tuple of str
-        Header keys whose value, when present, replaces the class gain
-        (e-/ADU) or read noise (e-) of every amplifier.
+        Header keys whose value, when present in an amplifier's HDU,
+        replaces the class gain (e-/ADU) or read noise (e-); ``()`` when
+        the camera's cards mean something else. A value given to the
+        constructor wins over both.
     lamp_keys : tuple of str
         Header keys whose value is ``on``/``off`` for each calibration lamp.
     arc_lamp_keys : tuple of str
@@ -158,6 +173,9 @@ class Instrument:
     nonlinear: float | None = None
     dispersion_axis: int | None = None
     data_extension: int | str = 0
+    sections_binned: bool = False
+    data_section_key: str | None = "DATASEC"
+    overscan_section_key: str | None = "BIASSEC"
     exptime_key: str = "EXPTIME"
     imagetype_key: str = "IMAGETYP"
     object_key: str = "OBJECT"
@@ -186,37 +204,80 @@ class Instrument:
                     or callable(getattr(type(self), key)):
                 raise TypeError(f"{type(self).__name__} has no setting {key!r}")
             setattr(self, key, copy.deepcopy(value))
+        self._given: tuple[dict, ...] = tuple({} for _ in self.amplifiers)
         if gain is not None or read_noise is not None:
-            self.amplifiers = self.with_detector(gain, read_noise).amplifiers
+            self.amplifiers, self._given = self._with_values(gain, read_noise, "given")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
-    def with_detector(self, gain=None, read_noise=None) -> "Instrument":
+    def with_detector(self, gain=None, read_noise=None, source: str = "given") -> "Instrument":
         """A copy of this instrument with new gain (e-/ADU) and read noise (e-).
 
         One value applies to every amplifier; a sequence gives one per
-        amplifier. Other settings of this instance are kept.
+        amplifier. Like values given to the constructor, they win over
+        header cards. Other settings of this instance are kept.
+
+        Parameters
+        ----------
+        gain, read_noise : float or sequence of float, optional
+        source : str
+            How the values were obtained, recorded in processed frames
+            (e.g. ``"measured (photon transfer)"``).
         """
         other = copy.copy(self)
-        n = len(self.amplifiers)
-        other.amplifiers = tuple(
-            replace(amp, gain=amp.gain if g is None else float(g),
-                    read_noise=amp.read_noise if r is None else float(r))
-            for amp, g, r in zip(self.amplifiers, _per_amplifier(gain, n, "gain"),
-                                 _per_amplifier(read_noise, n, "read_noise")))
+        other.amplifiers, other._given = self._with_values(gain, read_noise, source)
         return other
+
+    def _with_values(self, gain, read_noise, source):
+        n = len(self.amplifiers)
+        amplifiers, given = [], []
+        for amp, known, g, r in zip(self.amplifiers, getattr(self, "_given", [{}] * n),
+                                    _per_amplifier(gain, n, "gain"),
+                                    _per_amplifier(read_noise, n, "read_noise")):
+            known = dict(known)
+            if g is not None:
+                known["gain"] = (float(g), source)
+            if r is not None:
+                known["read_noise"] = (float(r), source)
+            amplifiers.append(replace(amp, gain=amp.gain if g is None else float(g),
+                                      read_noise=amp.read_noise if r is None else float(r)))
+            given.append(known)
+        return tuple(amplifiers), tuple(given)
+
+    def given_value(self, index: int, what: str) -> tuple[float, str] | None:
+        """The ``gain`` or ``read_noise`` given for amplifier ``index``
+        (constructor, `with_detector`) and how it was obtained; None when
+        not given."""
+        return self._given[index].get(what) if index < len(self._given) else None
+
+    def given_values(self, what: str) -> list[float | None]:
+        """Per amplifier, the given ``gain`` or ``read_noise`` (None where
+        the header or the class decides)."""
+        return [(self.given_value(i, what) or (None,))[0] for i in range(len(self.amplifiers))]
 
     # ------------------------------------------------------------------
     # Recognising frames
     # ------------------------------------------------------------------
     @classmethod
-    def matches(cls, header: fits.Header) -> bool:
+    def matches(cls, header: fits.Header, filename: str | None = None) -> bool:
         """True when ``header`` was written by this instrument.
 
-        Used by `apocal.instrument_for`; the generic class matches nothing.
+        Override it so that `apocal.instrument_for` and the night pipeline
+        recognise the camera's frames. ``filename`` is the file's name (no
+        folder) when there is a file, for cameras whose files say what their
+        headers do not; an override may leave it out of its signature.
+        The generic class matches nothing.
         """
         return False
+
+    @classmethod
+    def recognises(cls, header: fits.Header, filename: str | None = None) -> bool:
+        """`matches`, called with the file name only where the override
+        takes one (``matches(cls, header)`` is a valid override)."""
+        if filename is not None and _takes_filename(cls.matches.__func__):
+            return bool(cls.matches(header, filename))
+        return bool(cls.matches(header))
 
     def exposure_time(self, header: fits.Header, source=None) -> float:
         """Exposure time in seconds.
@@ -270,11 +331,12 @@ class Instrument:
         """The header's frame-type value, stripped and lower-case."""
         return str(header.get(self.imagetype_key, "")).strip().lower()
 
-    def classify(self, header: fits.Header, source=None) -> str:
+    def classify(self, header: fits.Header) -> str:
         """Kind of frame: one of ``bias``, ``dark``, ``flat``, ``arc``, ``science``.
 
         The default reads ``imagetype_key`` through ``imagetypes``; a frame
-        typed as science with an arc lamp on is an arc.
+        typed as science with an arc lamp on is an arc. Override it when a
+        camera says the kind some other way.
 
         Raises
         ------
@@ -287,8 +349,27 @@ class Instrument:
                 if kind == "science" and set(self.lamps_on(header)) & set(self.arc_lamp_keys):
                     return "arc"
                 return kind
-        raise FrameError(source, f"cannot tell the frame kind from "
+        raise FrameError(None, f"cannot tell the frame kind from "
                          f"{self.imagetype_key}={header.get(self.imagetype_key)!r}")
+
+    def kind_of(self, header: fits.Header, source=None) -> str:
+        """`classify`, with errors naming ``source`` and the answer checked.
+
+        Raises
+        ------
+        FrameError
+            If the frame's kind cannot be told, or `classify` returned
+            something that is not one of `FRAME_KINDS`.
+        """
+        try:
+            kind = self.classify(header)
+        except FrameError as err:
+            raise FrameError(source if err.source is None else err.source, err.problem) \
+                from None
+        if kind not in FRAME_KINDS:
+            raise FrameError(source, f"{type(self).__name__}.classify returned {kind!r}, not "
+                                     f"one of {', '.join(FRAME_KINDS)}")
+        return kind
 
     # ------------------------------------------------------------------
     # Geometry
@@ -296,100 +377,74 @@ class Instrument:
     def header_sections(self, header: fits.Header, index: int) -> tuple[str | None, str | None]:
         """Data and overscan sections the header gives for amplifier ``index``.
 
-        Override this when an instrument records its geometry differently
-        (e.g. a count of overscan columns). Values are in the frame's own
-        (binned) pixels; None means "not in the header".
+        ``header`` is that amplifier's HDU header, merged with the primary
+        header. Override this when an instrument records its geometry
+        differently (e.g. a count of overscan columns). Values are in the
+        frame's own (binned) pixels; None means "not in the header". What
+        it returns wins over the class sections (see `apocal.layout`).
         """
-        amp = self.amplifiers[index]
-        single = len(self.amplifiers) == 1
-        data_key = amp.data_key or ("DATASEC" if single else None)
-        overscan_key = amp.overscan_key or ("BIASSEC" if single else None)
-        data = header.get(data_key) if data_key else None
-        overscan = header.get(overscan_key) if overscan_key else None
-        return (str(data) if data else None, str(overscan) if overscan else None)
+        sections = []
+        for key in self.section_keys(index):
+            value = header.get(key) if key else None
+            sections.append(str(value) if value else None)
+        return sections[0], sections[1]
 
-    def _header_value(self, header, keys, what, source):
-        for key in keys:
-            if key in header:
-                try:
-                    value = float(header[key])
-                except (TypeError, ValueError):
-                    raise FrameError(source, f"has a non-numeric {what} "
-                                     f"({key}={header[key]!r})") from None
-                impossible = value <= 0 if what == "gain" else value < 0
-                if not np.isfinite(value) or impossible:
-                    raise FrameError(source, f"has an impossible {what} ({key}={value!r})")
-                return value
-        return None
+    def section_keys(self, index: int) -> tuple[str | None, str | None]:
+        """The header cards read (by the default `header_sections`) for the
+        data and overscan sections of amplifier ``index``."""
+        amp = self.amplifiers[index]
+        here = amp.extension if amp.extension is not None else self.data_extension
+        alone = sum((a.extension if a.extension is not None else self.data_extension) == here
+                    for a in self.amplifiers) == 1
+        return (amp.data_key or (self.data_section_key if alone else None),
+                amp.overscan_key or (self.overscan_section_key if alone else None))
+
+    @classmethod
+    def header_sections_overridden(cls) -> bool:
+        """True when a subclass reads its sections its own way."""
+        return cls.header_sections is not Instrument.header_sections
 
     def layout(self, header: fits.Header, shape: tuple[int, int], source=None, *,
-               detector: bool = True) -> FrameLayout:
+               detector: bool = True, images=None) -> FrameLayout:
         """Resolve every amplifier's sections, gain and read noise for a frame.
 
         Parameters
         ----------
         header : astropy.io.fits.Header
-            The raw frame's header.
+            The raw frame's header (of ``data_extension``, merged with the
+            primary).
         shape : tuple of int
-            numpy shape of the raw image.
+            numpy shape of that image.
         source : str or path-like, optional
             The file, for error messages.
         detector : bool
             Require the gain and read noise. With False, geometry alone is
             resolved and unknown values are NaN (for measuring them).
+        images : callable, optional
+            For amplifiers in other HDUs: ``images(extension)`` returns
+            ``(key, header, shape)``; `frame_layout` passes it from the file.
 
         Raises
         ------
         FrameError
-            If a section is malformed or does not fit the image, or the gain
-            or read noise is unknown.
+            If a section is malformed, does not fit the image or overlaps
+            data, amplifiers cannot be placed, or the gain or read noise is
+            unknown.
         """
-        binning = self.binning(header)
-        header_gain = self._header_value(header, self.gain_keys, "gain", source)
-        header_noise = self._header_value(header, self.read_noise_keys, "read noise", source)
-        resolved = []
-        for index, amp in enumerate(self.amplifiers):
-            label = amp.name or f"amplifier {index + 1}"
-            head_data, head_overscan = self.header_sections(header, index)
-            data = self._section(head_data, amp.data_section, binning, shape, label, "data", source)
-            overscan = None
-            if head_overscan or amp.overscan_section:
-                overscan = self._section(head_overscan, amp.overscan_section, binning, shape,
-                                         label, "overscan", source)
-            gain = header_gain if header_gain is not None else amp.gain
-            noise = header_noise if header_noise is not None else amp.read_noise
-            if not detector:
-                gain = np.nan if gain is None else gain
-                noise = np.nan if noise is None else noise
-            if gain is None or noise is None:
-                missing = [name for name, value in (("gain", gain), ("read noise", noise))
-                           if value is None]
-                verb = "are" if len(missing) == 2 else "is"
-                raise FrameError(source, f"{self.name}: the {' and '.join(missing)} of {label} {verb} not in the "
-                                 f"header ({', '.join(self.gain_keys + self.read_noise_keys) or 'no keys'})"
-                                 f" nor set on the instrument; pass it, e.g. "
-                                 f"{type(self).__name__}(gain=..., read_noise=...), or measure it "
-                                 f"with apocal.diagnostics.photon_transfer")
-            resolved.append((label, data, overscan, float(gain), float(noise)))
-        return FrameLayout(raw_shape=tuple(shape), shape=_assembled_shape(resolved),
-                           binning=binning,
-                           amplifiers=tuple(_place(resolved, source)))
+        return resolve_layout(self, header, shape, source, detector=detector, images=images)
 
-    def _section(self, from_header, default, binning, shape, label, what, source) -> Section:
-        try:
-            if from_header:
-                section = parse_section(from_header, shape)
-            elif default:
-                section = parse_section(default).binned(binning)
-            else:
-                section = Section.whole(shape)
-        except ValueError as err:
-            raise FrameError(source, f"{self.name} {label}: bad {what} section: {err}") from None
-        if not section.fits_in(shape):
-            raise FrameError(source, f"{self.name} {label}: {what} section {section} does not fit "
-                             f"the {shape[1]}x{shape[0]} (columns x rows) image; "
-                             f"is this a {self.name} frame with binning {binning[0]}x{binning[1]}?")
-        return section
+    def frame_layout(self, frame, detector: bool = True) -> FrameLayout:
+        """`layout` of a raw file or frame, every HDU it needs included.
+
+        Parameters
+        ----------
+        frame : str, path-like, CCDData or apocal.io.RawImage
+        detector : bool
+            As in `layout`.
+        """
+        source, name = self.raw_source(frame)
+        return self.layout(source.header, source.shape, name, detector=detector,
+                           images=_images_of(source))
 
     # ------------------------------------------------------------------
     # Reading and processing
@@ -413,16 +468,18 @@ class Instrument:
             return CCDData(data, unit=u.adu, meta=header)
 
     def process(self, frame, overscan: str = "rows", overscan_window: int | None = None,
-                bias=None) -> CCDData:
+                bias=None, kind: str | None = None) -> CCDData:
         """Turn a raw frame into electrons with an honest uncertainty.
 
         Per amplifier: subtract the overscan level, cut out the data section
-        and place it in the assembled image, multiply by the gain. The
-        uncertainty is ``sqrt(read_noise**2 + max(signal, 0) + g**2 var_os)``
-        electrons, where ``var_os`` is the variance of the overscan estimate.
-        A frame of zero exposure time (a bias) collected no photons and gets
-        no Poisson term. Pixels whose raw value reached ``saturation`` or
-        exceeded ``nonlinear`` are flagged (`apocal.flags.Flag`) and masked.
+        and place it in the assembled image (at its detector section,
+        flipped where that runs backwards), multiply by the gain. The
+        uncertainty is ``sqrt(read_noise**2 + photons + g**2 var_os)``
+        electrons, where ``var_os`` is the variance of the overscan estimate
+        and ``photons = max(signal - bias, 0)``; a bias frame holds no
+        photons, whatever its exposure time. Pixels whose raw value reached
+        ``saturation`` or exceeded ``nonlinear`` are flagged
+        (`apocal.flags.Flag`) and masked.
 
         Parameters
         ----------
@@ -435,16 +492,24 @@ class Instrument:
         bias : numpy.ndarray or float, optional
             Electrons left in the processed signal that are not photons (a
             master bias; for a camera without overscan, its bias level).
-            The Poisson term then counts ``max(signal - bias, 0)``.
             `CalibrationSet` passes it; without it a camera without overscan
             gets an uncertainty that counts its bias level as photons.
+        kind : str, optional
+            The frame's kind (`FRAME_KINDS`); by default from `classify`, or
+            when the header does not say, a frame of zero exposure time is
+            taken to hold no photons.
 
         Returns
         -------
         astropy.nddata.CCDData
-            float32 image in electrons with `StdDevUncertainty`, ``mask`` and
-            ``flags``; header cards APGAINn, APRDNn, APOVSCn record the gain,
-            read noise and mean overscan level used for amplifier n.
+            float32 image in electrons with `StdDevUncertainty`, ``mask``,
+            ``flags`` and a celestial ``wcs`` when the header has one.
+            Header cards per amplifier n: APGAINn and APRDNn (gain and read
+            noise used), APGSRCn and APNSRCn (where each came from: header
+            card, class or given), APDSECn/APDSRCn and APBSECn/APBSRCn (data
+            and overscan sections used and their sources), APOVSCn (mean
+            overscan level, ADU). Raw-only cards (BZERO, DATAMIN/DATAMAX,
+            SATURATE, GAIN, RDNOISE and section cards) are removed.
 
         Raises
         ------
@@ -452,10 +517,10 @@ class Instrument:
             For an unreadable file, a frame already in electrons, sections
             that do not fit, or an unknown gain or read noise.
         """
-        return self.prepare(frame, overscan, overscan_window, bias).ccd()
+        return self.prepare(frame, overscan, overscan_window, bias, kind).ccd()
 
     def prepare(self, frame, overscan: str = "rows", overscan_window: int | None = None,
-                bias=None) -> ProcessedFrame:
+                bias=None, kind: str | None = None) -> ProcessedFrame:
         """Get a frame ready to be processed a block of rows at a time.
 
         Reads the header and the overscan (not the image) and returns a
@@ -473,16 +538,37 @@ class Instrument:
         source, name = self.raw_source(frame)
         raw_header = source.header
         self.check_frame(raw_header, name)
-        layout = self.layout(raw_header, source.shape, name)
-        photons = self.exptime_key not in raw_header or self.exposure_time(raw_header, name) > 0
-        header = _processed_header(raw_header)
+        layout = self.layout(raw_header, source.shape, name, images=_images_of(source))
+        if kind is None:
+            try:
+                kind = self.kind_of(raw_header, name)
+            except FrameError:   # the header does not say: fall back on the exposure
+                kind = ("science" if self.exptime_key not in raw_header
+                        or self.exposure_time(raw_header, name) > 0 else "bias")
+        header = self._processed_header(raw_header)
         header["APOVMETH"] = (overscan if any(a.overscan for a in layout.amplifiers) else "none",
                               "overscan estimate")
         header["APSTAGE"] = ("processed", "apocal: overscan, trim, gain applied")
         header["APVERS"] = (__version__, "apocal version")
         _shift_wcs(header, layout)
-        return ProcessedFrame(self, source, name, layout, header, photons, overscan,
+        return ProcessedFrame(self, amplifier_images(source, layout, self), name, layout,
+                              header, kind != "bias", overscan,
                               overscan_window or self.overscan_window, bias)
+
+    def _processed_header(self, raw_header: fits.Header) -> fits.Header:
+        """The raw header without what stops being true in electrons."""
+        header = raw_header.copy()
+        stale = set(_RAW_ONLY_KEYS) | set(self.gain_keys) | set(self.read_noise_keys)
+        for index in range(len(self.amplifiers)):
+            stale.update(key for key in self.section_keys(index) if key)
+            stale.update(key for key in (self.amplifiers[index].detector_key,) if key)
+        for key in list(header.keys()):
+            value = header.get(key)
+            if key in stale or (key != "DETSIZE" and isinstance(value, str)
+                                and _SECTION_VALUE.match(value)):
+                header.remove(key, ignore_missing=True, remove_all=True)
+        header["BUNIT"] = ("electron", "processed by apocal")
+        return header
 
     def raw_source(self, frame) -> tuple[RawImage | ArrayImage, str]:
         """A raw frame opened for reading rows, and its name for messages.
@@ -508,22 +594,31 @@ class Instrument:
         return ArrayImage(ccd), name
 
     def check_frame(self, header: fits.Header, source=None) -> None:
-        """Refuse a frame that another built-in instrument recognises as its own.
+        """Refuse a frame that is not this instrument's raw frame.
 
-        Only instruments that can recognise their frames (a ``matches``
-        classmethod) check; headers nobody recognises pass.
+        A frame apocal (or another pipeline) has already processed or
+        combined is refused. Instruments that recognise their frames (a
+        ``matches`` classmethod) also refuse frames another built-in
+        instrument recognises; headers nobody recognises pass.
 
         Raises
         ------
         FrameError
-            If the header belongs to another built-in instrument.
+            If the frame is a product, or belongs to another built-in
+            instrument.
         """
-        if type(self).matches.__func__ is Instrument.matches.__func__ or self.matches(header):
+        product = [key for key in _PRODUCT_KEYS if key in header]
+        if product:
+            raise FrameError(source, f"is not a raw frame: it carries {product[0]}="
+                                     f"{header[product[0]]!r} (already processed or combined)")
+        filename = Path(source).name if source is not None else None
+        if type(self).matches.__func__ is Instrument.matches.__func__ \
+                or self.recognises(header, filename):
             return
         from .instruments import BUILTIN_INSTRUMENTS
 
         for other in BUILTIN_INSTRUMENTS:
-            if other.matches(header):
+            if other.recognises(header, filename):
                 raise FrameError(source, f"is a {other.name} frame, not {self.name}")
 
     def raw_frame(self, frame) -> tuple[CCDData, str]:
@@ -584,57 +679,52 @@ def _per_amplifier(value, n, what):
     return list(value)
 
 
-def _assembled_shape(resolved) -> tuple[int, int]:
-    columns = {data.x1: data.shape[1] for _, data, *_ in resolved}
-    rows = {data.y1: data.shape[0] for _, data, *_ in resolved}
-    return (sum(rows.values()), sum(columns.values()))
+@lru_cache(maxsize=None)
+def _takes_filename(function) -> bool:
+    """True when a ``matches`` override accepts a second argument."""
+    try:
+        parameters = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return (len(positional) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in parameters)
+            or any(p.name == "filename" for p in parameters))
 
 
-def _place(resolved, source):
-    """Where each amplifier's data goes in the assembled image.
+def _images_of(source):
+    """The `Instrument.layout` lookup of other HDUs for a raw source."""
+    if not hasattr(source, "sibling"):
+        return None
 
-    Amplifiers are arranged in a grid by the position of their data
-    sections: the output keeps their left-right and bottom-top order and
-    closes any gap between them.
-    """
-    x_starts = sorted({data.x1 for _, data, *_ in resolved})
-    y_starts = sorted({data.y1 for _, data, *_ in resolved})
-    widths = {data.x1: data.shape[1] for _, data, *_ in resolved}
-    heights = {data.y1: data.shape[0] for _, data, *_ in resolved}
-    placed = []
-    for label, data, overscan, gain, noise in resolved:
-        x0 = sum(widths[x] for x in x_starts if x < data.x1)
-        y0 = sum(heights[y] for y in y_starts if y < data.y1)
-        output = Section(x0 + 1, x0 + data.shape[1], y0 + 1, y0 + data.shape[0])
-        along_rows = True
-        if overscan is not None:
-            beside = overscan.x2 < data.x1 or overscan.x1 > data.x2
-            above = overscan.y2 < data.y1 or overscan.y1 > data.y2
-            if not (beside or above):
-                raise FrameError(source, f"{label}: overscan {overscan} overlaps data {data}")
-            along_rows = beside
-        placed.append(AmplifierLayout(label, data, overscan, output, gain, noise, along_rows))
-    outputs = [amp.output for amp in placed]
-    if len({(o.x1, o.y1) for o in outputs}) != len(outputs):
-        raise FrameError(source, "two amplifiers' data sections start at the same place")
-    return placed
+    def images(extension):
+        image = source.sibling(extension)
+        return image.extension, image.header, image.shape
+
+    return images
 
 
-def _processed_header(raw_header: fits.Header) -> fits.Header:
-    header = raw_header.copy()
-    for key in _GEOMETRY_KEYS:
-        header.remove(key, ignore_missing=True, remove_all=True)
-    for key in list(header.keys()):
-        if key[:4] in ("DSEC", "BSEC") and key[4:].isdigit():
-            header.remove(key, ignore_missing=True, remove_all=True)
-    return header
+def amplifier_images(source, layout: FrameLayout, instrument) -> dict:
+    """HDU key -> the raw image (`~apocal.io.RawImage` or in-memory frame)
+    holding each amplifier of ``layout``; ``source`` is the frame's main
+    image."""
+    own = getattr(source, "extension", instrument.data_extension)
+    return {amp.extension: source if amp.extension == own else source.sibling(amp.extension)
+            for amp in layout.amplifiers}
+
+
+# Cards that say a file is a product, not a raw frame: apocal's own, and
+# those IRAF's ccdproc/imcombine and ccdproc write.
+_PRODUCT_KEYS = ("APSTAGE", "APMASTER", "CCDPROC", "ZEROCOR", "FLATCOR", "IMCMB001", "SUBBIAS",
+                 "FLATCORR")
 
 
 def _shift_wcs(header: fits.Header, layout: FrameLayout) -> None:
     """Keep a celestial WCS true after trimming a single-amplifier frame."""
     if len(layout.amplifiers) != 1:
         return
-    data = layout.amplifiers[0].data
-    for key, offset in (("CRPIX1", data.x1 - 1), ("CRPIX2", data.y1 - 1)):
+    amp = layout.amplifiers[0]
+    if amp.flip_x or amp.flip_y:
+        return
+    for key, offset in (("CRPIX1", amp.data.x1 - 1), ("CRPIX2", amp.data.y1 - 1)):
         if key in header and offset:
             header[key] = header[key] - offset

@@ -8,7 +8,9 @@ extensions; a file appears under its final name only once it is complete.
 
 from __future__ import annotations
 
+import bz2
 import gzip
+import lzma
 import os
 import shutil
 import tempfile
@@ -27,29 +29,32 @@ from astropy.utils.exceptions import AstropyWarning
 from .exceptions import FrameError
 from .flags import FLAG_DTYPE, describe_flags
 
-__all__ = ["read_raw", "read_header", "open_fits", "RawImage", "write_frame", "read_frame",
+__all__ = ["read_raw", "read_header", "open_fits", "RawFile", "RawImage", "write_frame",
+           "read_frame",
            "atomic_write_bytes", "fits_error_reason"]
 
-# Largest integer a float32 holds exactly: raw integer frames below it are
-# stored as float32 without loss, halving memory for the common case.
+# Largest integer a float32 holds exactly: raw values within it are kept in
+# float32 without loss, halving memory for the common case.
 _FLOAT32_EXACT = 2**24
 
 
 def read_raw(path, extension: int | str = 0) -> tuple[np.ndarray, fits.Header]:
-    """Read the image and header of one raw FITS file.
+    """Read the image and header of one raw FITS file, exactly.
 
     Parameters
     ----------
     path : str or path-like
         A FITS file, possibly gzip-compressed (``.fits.gz``).
     extension : int or str
-        HDU holding the image. When it is the primary HDU and that is empty
-        (a multi-extension file), the first image extension is used.
+        HDU holding the image (index or EXTNAME). When it is the primary
+        HDU and that is empty (a multi-extension file), the first image
+        extension is used.
 
     Returns
     -------
     data : numpy.ndarray
-        The image in ADU (BZERO/BSCALE applied), float32 when exact.
+        The image in ADU, BZERO/BSCALE applied in float64 (as `RawImage`
+        does); float32 when that holds every value exactly, else float64.
     header : astropy.io.fits.Header
         The image HDU header, preceded by the primary header's cards for a
         multi-extension file.
@@ -60,21 +65,21 @@ def read_raw(path, extension: int | str = 0) -> tuple[np.ndarray, fits.Header]:
         If the file is missing, not FITS, truncated, has no 2-D image, or
         holds no finite value.
     """
-    with open_fits(path) as hdul:
-        hdu = _image_hdu(hdul, extension, path)
-        data = hdu.data  # in memory (memmap=False); _as_float copies it
-        header = _image_header(hdul, hdu)
-    if data.ndim != 2:
-        raise FrameError(path, f"holds a {data.ndim}-D array; a 2-D image was expected")
-    data = _as_float(data)
+    image = RawImage(path, extension)
+    data = image.rows(0, image.shape[0])
+    if data.dtype == np.float64:
+        narrow = data.astype(np.float32)
+        if np.array_equal(narrow, data, equal_nan=True):
+            data = narrow
     if not np.isfinite(data).any():
         raise FrameError(path, "has no finite pixel value (all NaN or infinite)")
-    return data, header
+    return data, image.header
 
 
 def read_header(path) -> fits.Header:
-    """The primary header of a FITS file (merged with the first extension's
-    when the primary HDU holds no data).
+    """The header describing a FITS file's image: the primary header, merged
+    with the first image extension's when the primary HDU holds no data (a
+    multi-extension file), as `read_raw` gives it.
 
     Raises
     ------
@@ -82,10 +87,12 @@ def read_header(path) -> fits.Header:
         If the file is missing or is not FITS.
     """
     with open_fits(path) as hdul:
-        header = hdul[0].header.copy()
-        if hdul[0].header.get("NAXIS", 0) == 0 and len(hdul) > 1:
-            header.extend(hdul[1].header, update=True)
-    return header
+        if int(hdul[0].header.get("NAXIS", 0)) > 0:
+            return hdul[0].header.copy()
+        for hdu in hdul[1:]:
+            if getattr(hdu, "is_image", False) and int(hdu.header.get("NAXIS", 0)) > 0:
+                return _image_header(hdul, hdu)
+        return hdul[0].header.copy()
 
 
 @contextmanager
@@ -122,37 +129,147 @@ def _image_header(hdul, hdu) -> fits.Header:
     return merged
 
 
-def _image_hdu(hdul, extension, path, load=True):
-    """The image HDU asked for; with ``load=False`` its data are not read."""
-    def empty(h):
-        return h.data is None if load else int(h.header.get("NAXIS", 0)) == 0
+# numpy dtype of the values stored in a FITS image, by BITPIX.
+_STORED = {8: np.dtype("u1"), 16: np.dtype(">i2"), 32: np.dtype(">i4"), 64: np.dtype(">i8"),
+           -32: np.dtype(">f4"), -64: np.dtype(">f8")}
 
-    try:
-        hdu = hdul[extension]
-    except (KeyError, IndexError) as err:
-        raise FrameError(path, f"has no HDU {extension!r}") from err
-    if empty(hdu) and extension in (0, "PRIMARY"):
-        for candidate in hdul[1:]:
-            if candidate.is_image and not empty(candidate):
-                return candidate
-    if empty(hdu):
-        raise FrameError(path, f"HDU {extension!r} holds no image data")
-    if not getattr(hdu, "is_image", False):
-        raise FrameError(path, f"HDU {extension!r} is a table, not an image")
-    return hdu
+
+def _exact_dtype(stored: np.dtype, scale: float, zero: float) -> np.dtype:
+    """The narrowest float dtype that holds every scaled value exactly.
+
+    Integers up to 2**24 fit a float32; 32- and 64-bit integers, a
+    non-integer zero point or any scale factor need float64.
+    """
+    if stored.kind == "f":
+        plain = scale == 1.0 and zero == 0.0 and stored.itemsize == 4
+        return np.dtype(np.float32 if plain else np.float64)
+    if scale != 1.0 or zero != int(zero):
+        return np.dtype(np.float64)
+    info = np.iinfo(stored)
+    largest = max(abs(info.min + zero), abs(info.max + zero))
+    return np.dtype(np.float32 if largest <= _FLOAT32_EXACT else np.float64)
+
+
+class _ImageInfo:
+    """Where one image HDU's pixels are and how they are stored."""
+
+    def __init__(self, hdul, hdu, path):
+        self.index = hdul.index(hdu)
+        self.header = _image_header(hdul, hdu)
+        self.shape = tuple(int(n) for n in hdu.shape)
+        if len(self.shape) != 2:
+            raise FrameError(path, f"holds a {len(self.shape)}-D array; a 2-D image was expected")
+        self.compressed = isinstance(hdu, fits.CompImageHDU)
+        raw = hdu.header
+        self.stored = _STORED[int(raw["BITPIX"])] if not self.compressed else None
+        self.scale = float(raw.get("BSCALE", 1.0))
+        self.zero = float(raw.get("BZERO", 0.0))
+        blank = raw.get("BLANK")
+        self.blank = int(blank) if blank is not None and self.stored is not None \
+            and self.stored.kind != "f" else None
+        self.offset = hdul.fileinfo(self.index)["datLoc"]
+        self.dtype = (_exact_dtype(self.stored, self.scale, self.zero) if self.stored is not None
+                      else np.dtype(np.float64))
+        for key in ("BZERO", "BSCALE", "BLANK"):
+            self.header.remove(key, ignore_missing=True)
+
+
+class RawFile:
+    """A raw FITS file whose image HDUs are read a block of rows at a time.
+
+    The headers are read when it is opened; pixels only when asked for, by
+    the `RawImage` of each HDU (`image`). A gzip-compressed file is
+    decompressed once (gzip, bzip2 or xz, as astropy reads them), into a
+    temporary file shared by all its images and removed with the `RawFile`. The file is opened read-only every time.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Raises
+    ------
+    FrameError
+        If the file is missing or not FITS.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self._images: dict[int, RawImage] = {}
+        self._file = None
+        with open_fits(self.path) as hdul:
+            self._names = [hdu.name.upper() for hdu in hdul]
+            self._empty_primary = int(hdul[0].header.get("NAXIS", 0)) == 0
+            self._infos = {hdul.index(hdu): _ImageInfo(hdul, hdu, self.path) for hdu in hdul
+                           if getattr(hdu, "is_image", False)
+                           and int(hdu.header.get("NAXIS", 0)) > 0}
+            ends = [info["datLoc"] + info["datSpan"] for info in map(hdul.fileinfo, self._infos)]
+        self._compression = _compression(self.path)
+        if ends and self._compression is None and os.path.getsize(self.path) < max(ends):
+            raise FrameError(self.path, f"is truncated ({os.path.getsize(self.path)} of "
+                                        f"{max(ends)} bytes)")
+
+    def __repr__(self) -> str:
+        return f"<RawFile {self.path.name}: images in HDU {sorted(self._infos)}>"
+
+    def index(self, extension: int | str) -> int:
+        """The HDU index of ``extension`` (an index or an EXTNAME).
+
+        An empty primary HDU (0 or "PRIMARY") stands for the first image
+        extension.
+
+        Raises
+        ------
+        FrameError
+            If there is no such HDU or it holds no image.
+        """
+        if isinstance(extension, str) and extension.upper() != "PRIMARY":
+            found = [i for i, name in enumerate(self._names) if name == extension.upper()]
+            if not found:
+                raise FrameError(self.path, f"has no HDU {extension!r}")
+            index = found[0]
+        else:
+            index = 0 if isinstance(extension, str) else int(extension)
+            if not 0 <= index < len(self._names):
+                raise FrameError(self.path, f"has no HDU {extension!r}")
+            if index == 0 and self._empty_primary and self._infos:
+                index = min(self._infos)
+        if index not in self._infos:
+            raise FrameError(self.path, f"HDU {extension!r} holds no image data")
+        return index
+
+    def image(self, extension: int | str = 0) -> "RawImage":
+        """The `RawImage` of one HDU (see `index`)."""
+        index = self.index(extension)
+        if index not in self._images:
+            self._images[index] = RawImage(self.path, index, _file=self)
+        return self._images[index]
+
+    def info(self, extension) -> _ImageInfo:
+        return self._infos[self.index(extension)]
+
+    def readable(self) -> str:
+        """The name of an uncompressed copy of the file to read pixels from."""
+        if self._file is None:
+            name = self.path
+            if self._compression is not None:
+                name = _decompressed_copy(self.path, self._compression)
+                weakref.finalize(self, os.unlink, name)
+            self._file = name
+        return self._file
 
 
 class RawImage:
     """A raw FITS image opened for reading blocks of rows on demand.
 
     Only the header is read when it is opened; `rows` then reads the rows
-    asked for straight from the file (a seek and one read, converted into
-    an array the caller may reuse), so a stack of full-size frames can be
-    combined a block at a time without ever holding a whole frame. A
-    gzip-compressed file is decompressed once into a temporary file,
-    removed with the `RawImage`; a tile-compressed image or one with BLANK
-    values is read whole by astropy.
-    The file is opened read-only every time.
+    asked for straight from the file (a seek and one read) and applies
+    BZERO/BSCALE in float64, so every storage form astropy accepts (8-,
+    16-, 32- and 64-bit integers, signed or unsigned through BZERO, float
+    data, BLANK values) gives exactly the values astropy's scaling would,
+    without rounding (a 32-bit integer in float32 loses its last bits). A
+    stack of full-size frames can then be combined a block at a time
+    without ever holding a whole frame. A tile-compressed image is read
+    whole by astropy when its pixels are first needed.
 
     Parameters
     ----------
@@ -165,10 +282,15 @@ class RawImage:
     Attributes
     ----------
     path : pathlib.Path
+    file : RawFile
+        The file, for the images of its other HDUs.
     header : astropy.io.fits.Header
         As `read_raw` returns it.
     shape : tuple of int
         numpy shape of the image (rows, columns).
+    dtype : numpy.dtype
+        float32 when it holds every value the storage allows exactly,
+        else float64.
 
     Raises
     ------
@@ -176,42 +298,23 @@ class RawImage:
         If the file is missing, not FITS, or has no 2-D image.
     """
 
-    def __init__(self, path, extension: int | str = 0):
-        self.path = Path(path)
+    def __init__(self, path, extension: int | str = 0, *, _file: RawFile | None = None):
+        self.file = _file if _file is not None else RawFile(path)
+        self.path = self.file.path
+        self.extension = self.file.index(extension)
+        self._info = self.file.info(self.extension)
+        self.header = self._info.header
+        self.file._images.setdefault(self.extension, self)
+        self.shape = self._info.shape
+        self.dtype = self._info.dtype
         self._array = None
-        with open_fits(self.path) as hdul:
-            hdu = _image_hdu(hdul, extension, self.path, load=False)
-            index = hdul.index(hdu)
-            header = _image_header(hdul, hdu)
-            self.shape = tuple(int(n) for n in hdu.shape)
-            if len(self.shape) != 2:
-                raise FrameError(self.path, f"holds a {len(self.shape)}-D array; "
-                                 f"a 2-D image was expected")
-            self._offset = hdul.fileinfo(index)["datLoc"]
-            bitpix = int(hdu.header["BITPIX"])
-            self._dtype = np.dtype({8: "u1", 16: ">i2", 32: ">i4", 64: ">i8",
-                                    -32: ">f4", -64: ">f8"}[bitpix])
-            self._scale = float(hdu.header.get("BSCALE", 1.0))
-            self._zero = float(hdu.header.get("BZERO", 0.0))
-            plain = not isinstance(hdu, fits.CompImageHDU) and "BLANK" not in hdu.header
-            if not plain:
-                self._array = _as_float(np.asarray(hdu.data))
-        for key in ("BZERO", "BSCALE", "BLANK"):
-            header.remove(key, ignore_missing=True)
-        self.header = header
-        self._file = self.path
-        if self._array is None and _is_gzip(self.path):
-            self._file = _decompressed_copy(self.path)
-            weakref.finalize(self, os.unlink, self._file)
-        row_bytes = self.shape[1] * self._dtype.itemsize
-        if self._array is None and os.path.getsize(self._file) < self._offset + row_bytes * self.shape[0]:
-            raise FrameError(self.path, "cannot be read as FITS (the file is truncated)")
-        # float32 holds every integer up to 2**24 ADU exactly, beyond any
-        # CCD's ADC; only 64-bit data are kept in float64.
-        self.dtype = np.dtype(np.float64 if self._dtype.itemsize == 8 else np.float32)
 
     def __repr__(self) -> str:
-        return f"<RawImage {self.path.name} {self.shape[1]}x{self.shape[0]}>"
+        return f"<RawImage {self.path.name}[{self.extension}] {self.shape[1]}x{self.shape[0]}>"
+
+    def sibling(self, extension: int | str) -> "RawImage":
+        """The image in another HDU of the same file."""
+        return self.file.image(extension)
 
     def rows(self, start: int, stop: int, out: np.ndarray | None = None,
              columns: slice = slice(None)) -> np.ndarray:
@@ -223,48 +326,86 @@ class RawImage:
             numpy row range.
         out : numpy.ndarray, optional
             Array of shape ``(stop - start, n_columns)`` to fill (any float
-            dtype); a new array of ``dtype`` otherwise.
+            dtype: a float32 ``out`` keeps values up to 2**24 exact); a new
+            array of ``dtype`` otherwise.
         columns : slice
             The columns wanted (all by default).
 
         Returns
         -------
         numpy.ndarray
+
+        Raises
+        ------
+        FrameError
+            If the file is shorter than its header says.
         """
-        n_rows = stop - start
-        if self._array is not None:
-            raw = self._array[start:stop, columns]
-        else:
-            raw = np.empty((n_rows, self.shape[1]), dtype=self._dtype)
-            with open(self._file, "rb") as handle:
-                handle.seek(self._offset + start * self.shape[1] * self._dtype.itemsize)
-                if handle.readinto(memoryview(raw).cast("B")) != raw.nbytes:
-                    raise FrameError(self.path, "cannot be read as FITS (the file is truncated)")
-            raw = raw[:, columns]
-        if out is None:
-            out = np.empty(raw.shape, dtype=self.dtype)
-        out[...] = raw
-        if self._array is not None:
+        info = self._info
+        if info.compressed:
+            if self._array is None:
+                with open_fits(self.path) as hdul:
+                    self._array = np.asarray(hdul[self.extension].data, dtype=np.float64)
+            values = self._array[start:stop, columns]
+            if out is None:
+                out = np.empty(values.shape, dtype=self.dtype)
+            out[...] = values
             return out
-        if self._scale != 1.0:
-            out *= self._scale
-        if self._zero != 0.0:
-            out += self._zero
+        stored = self._read(start, stop)[:, columns]
+        if out is None:
+            out = np.empty(stored.shape, dtype=self.dtype)
+        scaled = info.scale != 1.0 or info.zero != 0.0
+        if not scaled or (info.dtype == np.float32 and out.dtype == np.float32):
+            # Exact in the output's own precision: no float64 detour.
+            out[...] = stored
+            if info.scale != 1.0:
+                out *= info.scale
+            if info.zero != 0.0:
+                out += info.zero
+        else:
+            values = stored.astype(np.float64)
+            if info.scale != 1.0:
+                values *= info.scale
+            if info.zero != 0.0:
+                values += info.zero
+            out[...] = values
+        if info.blank is not None:
+            blank = stored == info.blank
+            if blank.any():
+                out[blank] = np.nan
         return out
 
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        info = self._info
+        raw = np.empty((stop - start, self.shape[1]), dtype=info.stored)
+        name = self.file.readable()
+        with open(name, "rb") as handle:
+            handle.seek(info.offset + start * self.shape[1] * info.stored.itemsize)
+            if handle.readinto(memoryview(raw).cast("B")) != raw.nbytes:
+                raise FrameError(self.path, "cannot be read as FITS (the file is truncated)")
+        return raw
 
-def _is_gzip(path: Path) -> bool:
+
+# How compressed files start, and the modules that read them (as astropy does).
+_COMPRESSIONS = {b"\x1f\x8b": gzip, b"BZh": bz2, b"\xfd7zXZ\x00": lzma}
+
+
+def _compression(path: Path):
+    """The module that decompresses ``path`` (gzip, bz2, lzma), or None."""
     with open(path, "rb") as handle:
-        return handle.read(2) == b"\x1f\x8b"
+        start = handle.read(6)
+    if start.startswith(b"PK\x03\x04"):
+        raise FrameError(path, "is a zip archive; unzip it first")
+    return next((module for magic, module in _COMPRESSIONS.items() if start.startswith(magic)),
+                None)
 
 
-def _decompressed_copy(path: Path) -> str:
-    """Decompress a gzip file into a temporary file; returns its name."""
+def _decompressed_copy(path: Path, module=gzip) -> str:
+    """Decompress a compressed file into a temporary file; returns its name."""
     fd, name = tempfile.mkstemp(prefix="apocal-", suffix=".fits")
     try:
-        with os.fdopen(fd, "wb") as out, gzip.open(path, "rb") as src:
+        with os.fdopen(fd, "wb") as out, module.open(path, "rb") as src:
             shutil.copyfileobj(src, out, 1 << 22)
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, lzma.LZMAError) as err:
         os.unlink(name)
         raise FrameError(path, f"cannot be read as FITS ({fits_error_reason(err)})") from err
     return name
@@ -279,14 +420,6 @@ def fits_error_reason(err: Exception) -> str:
     if "SIMPLE" in text or "Empty or corrupt" in text:
         return "not a FITS file, or its header is damaged"
     return text.splitlines()[0] if text else type(err).__name__
-
-
-def _as_float(data: np.ndarray) -> np.ndarray:
-    if data.dtype.kind == "f":
-        return data.astype(np.float64 if data.dtype.itemsize > 4 else np.float32, copy=True)
-    if data.size and max(abs(int(data.min())), abs(int(data.max()))) < _FLOAT32_EXACT:
-        return data.astype(np.float32)
-    return data.astype(np.float64)
 
 
 def atomic_write_bytes(path, payload: bytes, overwrite: bool = False) -> Path:

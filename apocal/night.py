@@ -104,6 +104,17 @@ class Reduction:
     problems: list = field(default_factory=list)
     report: Path | None = None
 
+    @property
+    def failed_groups(self) -> list[str]:
+        """One line per group that had science frames but calibrated none of
+        them, saying why (its first problem)."""
+        lines = []
+        for group in self.summary["groups"]:
+            if group.get("science_frames") and not group["science"]:
+                why = group["problems"][0] if group["problems"] else "no reason recorded"
+                lines.append(f"group {group['label']} produced no calibrated frame: {why}")
+        return lines
+
     def stack(self, target: str | None = None, **options):
         """Align and co-add the calibrated science frames of one target
         (`apocal.stack`).
@@ -246,6 +257,7 @@ def _reduce_group(group: Group, output_dir: Path, options: ReductionOptions, ove
              len(group.science))
     record = {"label": group.label, "instrument": group.instrument.name,
               "binning": group.binning, "configuration": group.configuration,
+              "science_frames": len(group.science),
               "notes": list(group.notes), "problems": [], "masters": {}, "science": [],
               "detector": {}}
     masters_dir = output_dir / "masters" / group.label
@@ -340,15 +352,15 @@ def _flat_options(instrument, options):
 
 
 def _detector(group: Group, record: dict, context) -> Instrument | None:
-    """The group's instrument, with gain and read noise measured when unknown."""
+    """The group's instrument, with gain and read noise measured when unknown.
+
+    The record says, per amplifier, what each value is and where it came
+    from (a header card, the class, given, or measured)."""
     instrument = group.instrument
     sample = (group.biases + group.flats + group.science + group.darks)[0]
-    layout = instrument.layout(sample.header, (sample.header["NAXIS2"], sample.header["NAXIS1"]),
-                               sample.path, detector=False)
-    gains = [a.gain for a in layout.amplifiers]
-    noises = [a.read_noise for a in layout.amplifiers]
-    record["detector"] = {"gain": gains, "read_noise": noises, "measured": False}
-    if not any(math.isnan(v) for v in gains + noises):
+    layout = instrument.frame_layout(sample.path, detector=False)
+    record["detector"] = _detector_record(layout)
+    if not any(math.isnan(a.gain) or math.isnan(a.read_noise) for a in layout.amplifiers):
         return instrument
     from .diagnostics import photon_transfer
 
@@ -365,16 +377,35 @@ def _detector(group: Group, record: dict, context) -> Instrument | None:
         record["problems"].append(f"gain and read noise could not be measured: {err}")
         return None
     context.photon_transfer = ptc
-    record["detector"] = {"gain": ptc.gain_per_amplifier, "read_noise": ptc.read_noise_per_amplifier,
-                          "gain_error": ptc.gain_error_per_amplifier,
-                          "read_noise_error": ptc.read_noise_error_per_amplifier,
-                          "measured": True}
     record["notes"].append(
         "gain and read noise measured from the night's flats and biases (photon transfer): "
         + ", ".join(f"{g:.3f} ± {ge:.3f} e-/ADU, {r:.2f} ± {re_:.2f} e-" for g, ge, r, re_ in zip(
             ptc.gain_per_amplifier, ptc.gain_error_per_amplifier,
             ptc.read_noise_per_amplifier, ptc.read_noise_error_per_amplifier)))
-    return instrument.with_detector(ptc.gain_per_amplifier, ptc.read_noise_per_amplifier)
+    measured = instrument.with_detector(ptc.gain_per_amplifier, ptc.read_noise_per_amplifier,
+                                        source="measured (photon transfer)")
+    record["detector"] = _detector_record(measured.frame_layout(sample.path))
+    record["detector"].update(gain_error=ptc.gain_error_per_amplifier,
+                              read_noise_error=ptc.read_noise_error_per_amplifier)
+    return measured
+
+
+def _detector_record(layout) -> dict:
+    """What the summary says of a group's detector: per amplifier, the gain,
+    read noise and sections used, and where each came from."""
+    amplifiers = layout.amplifiers
+    return {
+        "gain": [a.gain for a in amplifiers],
+        "read_noise": [a.read_noise for a in amplifiers],
+        "measured": any((a.sources.get("gain") or "").startswith("measured")
+                        for a in amplifiers),
+        "amplifiers": [{"name": a.name, "gain": a.gain, "read_noise": a.read_noise,
+                        "data_section": str(a.data),
+                        "overscan_section": str(a.overscan) if a.overscan else None,
+                        "output_section": str(a.output), "extension": a.extension,
+                        "flipped": [a.flip_x, a.flip_y],
+                        "sources": dict(a.sources)} for a in amplifiers],
+    }
 
 
 def _calibrate_science(group, cal, output_dir, options, overwrite, progress, record):

@@ -177,13 +177,21 @@ def _group(record: dict, context, raw_dir: Path, figures: _Figures) -> str:
 
 
 def _detector(detector: dict) -> str:
-    if not detector:
+    """A table of what each amplifier used and where each value came from."""
+    amplifiers = detector.get("amplifiers") if detector else None
+    if not amplifiers:
         return ""
-    gains = ", ".join(f"{g:.3f}" for g in detector.get("gain", []))
-    noises = ", ".join(f"{r:.2f}" for r in detector.get("read_noise", []))
-    source = "measured from this night's flats and biases" if detector.get("measured") \
-        else "from the instrument (header or class)"
-    return f"<p>Gain {gains} e-/ADU, read noise {noises} e- per amplifier, {source}.</p>"
+    rows = "".join(
+        f"<tr><td>{_e(a['name'])}</td><td>{a['gain']:.4g}</td><td>{_e(a['sources'].get('gain'))}"
+        f"</td><td>{a['read_noise']:.3g}</td><td>{_e(a['sources'].get('read_noise'))}</td>"
+        f"<td>{_e(a['data_section'])}</td><td>{_e(a['sources'].get('data'))}</td>"
+        f"<td>{_e(a['overscan_section'] or 'none')}</td>"
+        f"<td>{_e(a['sources'].get('overscan') or '')}</td></tr>" for a in amplifiers)
+    measured = ("<p>Gain and read noise measured from this night's flats and biases "
+                "(photon transfer).</p>" if detector.get("measured") else "")
+    return (measured + "<table><tr><th>amplifier</th><th>gain [e-/ADU]</th><th>from</th>"
+            "<th>read noise [e-]</th><th>from</th><th>data section</th><th>from</th>"
+            "<th>overscan</th><th>from</th></tr>" + rows + "</table>")
 
 
 def _science(record: dict) -> str:

@@ -1,28 +1,37 @@
 """What is in a folder of raw frames: `survey` and `FrameInfo`.
 
-Built on ccdproc's `~ccdproc.ImageFileCollection`, which lists the FITS
-files and reads their headers; apocal adds, for every file, the instrument
-that wrote it, the kind of frame, and the reason when a file cannot be used.
+Every FITS file (a regular file with a FITS name, compressed or not) is
+opened once with `apocal.io.RawFile`, which reads all its headers: a frame
+is described by the header of its image merged with the primary header,
+so a multi-extension file with an empty primary is described by what its
+image extension says (binning, sections, gain). For every file: the
+instrument that wrote it, the kind of frame, and the reason when it cannot
+be used (not FITS, truncated, unknown instrument, a product rather than a
+raw frame, or not shaped like the instrument's raw frames).
+
+ccdproc's `~ccdproc.ImageFileCollection` is not used here: it describes a
+file by its primary header only (empty in a multi-extension file).
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import warnings
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from astropy.io import fits
 from astropy.table import Table
-from ccdproc import ImageFileCollection
 
 from .detection import instrument_for
 from .exceptions import ApocalError, FrameError
 from .instrument import Instrument
-from .io import read_header
+from .io import RawImage
 
-__all__ = ["FrameInfo", "survey", "survey_table"]
+__all__ = ["FrameInfo", "survey", "survey_table", "fits_files"]
+
+# File names taken as FITS (as ImageFileCollection takes them), compressed or not.
+_FITS_NAME = re.compile(r"\.(fits|fit|fts|fz)(\.(gz|bz2|xz))?$", re.IGNORECASE)
 
 
 @dataclass
@@ -49,7 +58,10 @@ class FrameInfo:
     date : str
         Start of the exposure as written in the header.
     header : astropy.io.fits.Header or None
-        The header, when it could be read.
+        The header of the frame's image (merged with the primary header),
+        when it could be read.
+    shape : tuple of int
+        numpy shape of that image.
     problem : str or None
         Why the file cannot be used; None when it can.
     """
@@ -63,6 +75,7 @@ class FrameInfo:
     lamps: str = ""
     date: str = ""
     header: fits.Header | None = field(default=None, repr=False)
+    shape: tuple = ()
     problem: str | None = None
 
     @property
@@ -105,18 +118,19 @@ def survey(raw_dir, instrument: Instrument | None = None) -> list[FrameInfo]:
         raise ApocalError(f"{raw_dir}: not a folder")
     if not os.access(raw_dir, os.R_OK | os.X_OK):
         raise ApocalError(f"{raw_dir}: folder cannot be read")
-    collection = _collection(raw_dir)
-    headers = {}
-    if len(collection.files):
-        with _quiet():
-            for header, name in collection.headers(return_fname=True):
-                headers[name] = header
-    infos = []
-    for name in sorted(collection.files):
-        path = raw_dir / name
-        header = headers.get(name)
-        infos.append(_describe(path, header, instrument))
-    return infos
+    return [_describe(path, instrument) for path in fits_files(raw_dir)]
+
+
+def fits_files(folder) -> list[Path]:
+    """The FITS files of a folder (not its subfolders), sorted by name:
+    regular files named ``*.fits``, ``*.fit``, ``*.fts`` or ``*.fz``,
+    possibly ``.gz``, ``.bz2`` or ``.xz`` compressed. Anything else (a pipe,
+    a device, a folder with such a name) is left alone."""
+    found = []
+    for entry in os.scandir(folder):
+        if _FITS_NAME.search(entry.name) and entry.is_file():
+            found.append(Path(folder) / entry.name)
+    return sorted(found)
 
 
 def survey_table(infos: list[FrameInfo]) -> Table:
@@ -143,45 +157,21 @@ def survey_table(infos: list[FrameInfo]) -> Table:
     return table
 
 
-def _collection(raw_dir: Path) -> ImageFileCollection:
-    with _quiet():
-        return ImageFileCollection(str(raw_dir), keywords="*")
-
-
-class _quiet:
-    """Silence ccdproc's and astropy's complaints about bad files: apocal
-    reports each problem itself, once, with the file's name."""
-
-    def __enter__(self):
-        self._warnings = warnings.catch_warnings()
-        self._warnings.__enter__()
-        warnings.simplefilter("ignore")
-        self._loggers = [logging.getLogger(n) for n in ("ccdproc.image_collection", "astropy")]
-        self._levels = [lg.level for lg in self._loggers]
-        for lg in self._loggers:
-            lg.setLevel(logging.CRITICAL)
-        return self
-
-    def __exit__(self, *exc):
-        for lg, level in zip(self._loggers, self._levels):
-            lg.setLevel(level)
-        return self._warnings.__exit__(*exc)
-
-
-def _describe(path: Path, header, instrument) -> FrameInfo:
+def _describe(path: Path, instrument) -> FrameInfo:
     info = FrameInfo(path)
     try:
-        if header is None:
-            read_header(path)          # raises with the reason
-            raise FrameError(path, "header could not be read")
-        header = fits.Header(header)
-        _check_complete(path)
-        info.header = header
-        found = instrument if instrument is not None else instrument_for(header)
-        if instrument is not None:
-            instrument.check_frame(header, path)
+        extension = instrument.data_extension if instrument is not None else 0
+        image = RawImage(path, extension)
+        header = image.header
+        found = instrument if instrument is not None \
+            else instrument_for(header, filename=path.name)
+        if instrument is None:   # now that the camera is known, its own image
+            image = image.sibling(found.data_extension)
+            header = image.header
+        info.header, info.shape = header, image.shape
+        found.check_frame(header, path)
         info.instrument = found
-        info.kind = found.classify(header, path)
+        info.kind = found.kind_of(header, path)
         info.exptime = found.exposure_time(header, path)
         bx, by = found.binning(header)
         info.binning = f"{bx}x{by}"
@@ -189,6 +179,10 @@ def _describe(path: Path, header, instrument) -> FrameInfo:
                               if k != "binning"}
         info.lamps = _lamps(found, header)
         info.date = str(header.get(found.date_key, ""))
+        try:
+            found.frame_layout(image, detector=False)
+        except FrameError as err:
+            raise FrameError(path, f"is not a raw {found.name} frame: {err.problem}") from None
     except FrameError as err:
         info.problem = err.problem
     return info
@@ -199,14 +193,3 @@ def _lamps(instrument: Instrument, header) -> str:
     if on:
         return ",".join(on)
     return str(header.get("LAMP", "")).strip()
-
-
-def _check_complete(path: Path) -> None:
-    """A file shorter than its header says is truncated (uncompressed files)."""
-    if path.suffix.lower() not in (".fits", ".fit", ".fts"):
-        return
-    with _quiet(), fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
-        hdu = hdul[0]
-        expected = hdu._data_offset + hdu._data_size
-    if os.path.getsize(path) < expected:
-        raise FrameError(path, f"is truncated ({os.path.getsize(path)} of {expected} bytes)")

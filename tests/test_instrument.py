@@ -114,8 +114,8 @@ def test_constructor_settings():
 def test_geometry_errors_name_the_frame():
     frame = _raw(shape=(20, 30))
     small = CCDData(frame.data[:, :20], unit=u.adu, meta={"RAWFILE": "small.fits"})
-    with pytest.raises(FrameError, match=r"small\.fits: twoamp left: overscan section \[18:23,1:20\] "
-                                         r"does not fit the 20x20"):
+    with pytest.raises(FrameError, match=r"small\.fits: twoamp left: class overscan_section "
+                                         r"\[18:23,1:20\] does not fit the 20x20"):
         TwoAmp().process(small)
     header = fits.Header({"GAIN": "high"})
     with pytest.raises(FrameError, match="non-numeric gain"):
@@ -186,11 +186,22 @@ def test_kast_arc_has_saturated_pixels_flagged(shared_data):
     assert (out.flags & Flag.NONLINEAR).sum() >= (out.flags & Flag.SATURATED).astype(bool).sum()
 
 
-def test_a_zero_second_frame_has_no_photon_noise():
+def test_a_bias_holds_no_photons_whatever_its_exposure_time():
+    # ALFOSC biases carry EXPTIME = 0.002 s: the kind decides, not EXPTIME > 0
     frame = _raw()
-    frame.header["EXPTIME"] = 0.0
+    frame.header["EXPTIME"] = 0.002
+    frame.header["IMAGETYP"] = "bias"
     out = TwoAmp().process(frame, overscan="level")
     np.testing.assert_allclose(out.uncertainty.array[:, :8], 4.0, rtol=1e-5)
+    # told what it is, a frame is processed as that kind
+    as_bias = TwoAmp().process(_raw(), overscan="level", kind="bias")
+    np.testing.assert_allclose(as_bias.uncertainty.array[:, 8:], 3.0, rtol=1e-5)
+    # a header that does not say falls back on the exposure time
+    frame = _raw()
+    del frame.header["IMAGETYP"]
+    frame.header["EXPTIME"] = 0.0
+    np.testing.assert_allclose(TwoAmp().process(frame, overscan="level")
+                               .uncertainty.array[:, :8], 4.0, rtol=1e-5)
 
 
 def test_a_bias_estimate_removes_non_photons_from_the_poisson_term():
@@ -203,3 +214,99 @@ def test_geometry_without_detector_values():
     layout = Instrument().layout(fits.Header(), (5, 7), detector=False)
     amp = layout.amplifiers[0]
     assert layout.shape == (5, 7) and np.isnan(amp.gain) and np.isnan(amp.read_noise)
+
+
+# ----------------------------------------------------------------------
+# Which value wins, visibly
+# ----------------------------------------------------------------------
+def test_given_values_win_over_header_cards_which_win_over_the_class():
+    header = fits.Header({"GAIN": 3.0, "RDNOISE": 7.0})
+    from_header = TwoAmp().layout(header, (20, 30)).amplifiers[0]
+    assert (from_header.gain, from_header.sources["gain"]) == (3.0, "header GAIN")
+    given = TwoAmp(gain=2.5).layout(header, (20, 30)).amplifiers
+    assert [a.gain for a in given] == [2.5, 2.5]
+    assert [a.sources["gain"] for a in given] == ["given", "given"]
+    assert given[0].sources["read_noise"] == "header RDNOISE"
+    measured = TwoAmp().with_detector(read_noise=(4.5, 3.3), source="measured (photon transfer)")
+    assert [a.read_noise for a in measured.layout(header, (20, 30)).amplifiers] == [4.5, 3.3]
+    plain = TwoAmp().layout(fits.Header(), (20, 30)).amplifiers[1]
+    assert (plain.gain, plain.sources["gain"], plain.sources["data"]) == (1.5, "class", "class")
+
+
+def test_processed_frames_record_every_value_and_its_source():
+    frame = _raw()
+    frame.header["GAIN"] = 2.0
+    out = TwoAmp().process(frame)
+    header = out.header
+    assert (header["APGAIN2"], header["APGSRC2"]) == (2.0, "header GAIN")
+    assert (header["APRDN1"], header["APNSRC1"]) == (4.0, "class")
+    assert (header["APDSEC2"], header["APDSRC2"]) == ("[9:16,1:20]", "class")
+    assert (header["APBSEC1"], header["APBSRC1"]) == ("[18:23,1:20]", "class")
+
+
+def test_a_header_section_that_does_not_fit_names_the_card_and_the_class_value():
+    camera = Instrument(gain=1.0, read_noise=1.0,
+                        amplifiers=(Amplifier("[1:400,1:2064]", "[1:400,2069:2102]"),))
+    # ALFOSC: the BIASSEC card describes another readout window
+    header = fits.Header({"BIASSEC": "[3:52,1:2102]", "CCDSUM": "1 2"})
+    with pytest.raises(FrameError, match=r"header BIASSEC = '\[3:52,1:2102\]' does not fit the "
+                                         r"400x1051 .* the class overscan_section is "
+                                         r"\[1:400,2069:2102\] \(\[1:400,1035:1051\] at binning "
+                                         r"1x2\); set overscan_section_key = None"):
+        camera.layout(header, (1051, 400))
+    camera.overscan_section_key = None
+    amp = camera.layout(header, (1051, 400)).amplifiers[0]
+    assert str(amp.overscan) == "[1:400,1035:1051]" and amp.sources["overscan"] == "class"
+    assert not amp.overscan_along_rows      # a parallel overscan: one level per column
+
+
+def test_an_overscan_overlapping_the_data_names_both_sources():
+    header = fits.Header({"BIASSEC": "[3:52,1:20]"})
+    camera = Instrument(gain=1.0, read_noise=1.0,
+                        amplifiers=(Amplifier("[1:400,1:20]", "[401:410,1:20]"),))
+    with pytest.raises(FrameError, match=r"overscan \[3:52,1:20\] \(header BIASSEC\) overlaps "
+                                         r"the data \[1:400,1:20\] of amplifier 1 \(class\)"):
+        camera.layout(header, (20, 410))
+
+
+def test_sections_binned_says_how_class_sections_count_pixels():
+    # ISIS writes its sections in binned pixels; copied into a class they
+    # must not be binned again (half the slit would be lost, silently).
+    header = fits.Header({"CCDSUM": "2 1"})
+    amp = Amplifier("[1:483,1:4099]", "[1:483,4105:4200]")
+    unbinned = Instrument(gain=1.0, read_noise=1.0, amplifiers=(amp,))
+    assert str(unbinned.layout(header, (4200, 483)).amplifiers[0].data) == "[1:241,1:4099]"
+    binned = Instrument(gain=1.0, read_noise=1.0, amplifiers=(amp,), sections_binned=True)
+    assert str(binned.layout(header, (4200, 483)).amplifiers[0].data) == "[1:483,1:4099]"
+    with pytest.raises(FrameError, match=r"class data_section \[1:966,1:4099\] \(class sections "
+                                         r"count binned pixels; counted unbinned it would be "
+                                         r"\[1:483,1:4099\] at binning 2x1: set sections_binned "
+                                         r"= False if so\) does not fit"):
+        Instrument(gain=1.0, read_noise=1.0, sections_binned=True,
+                   amplifiers=(Amplifier("[1:966,1:4099]"),)).layout(header, (4200, 483))
+
+
+def test_electron_frames_keep_no_raw_only_card():
+    frame = _raw()
+    frame.header.update({"GAIN": 2.0, "RDNOISE": 4.0, "DATAMIN": 0, "DATAMAX": 65535,
+                         "SATURATE": 65535, "DATASEC": "[1:16,1:20]", "TRIMSEC": "[1:16,1:20]",
+                         "RTDATSEC": "[586:1550,1:4200]", "DETSIZE": "[1:16,1:20]",
+                         "BZERO": 32768})
+    header = TwoAmp().process(frame).header
+    for key in ("GAIN", "RDNOISE", "DATAMIN", "DATAMAX", "SATURATE", "DATASEC", "TRIMSEC",
+                "RTDATSEC", "BZERO"):
+        assert key not in header, key
+    assert header["DETSIZE"] == "[1:16,1:20]" and header["BUNIT"] == "electron"
+
+
+def test_a_celestial_wcs_moves_to_ccddata_wcs():
+    frame = _raw()
+    frame.header.update({"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": 10.0,
+                         "CRVAL2": 20.0, "CRPIX1": 5.0, "CRPIX2": 6.0, "CD1_1": -1e-4,
+                         "CD1_2": 0.0, "CD2_1": 0.0, "CD2_2": 1e-4})
+    single = Instrument(gain=1.0, read_noise=1.0, amplifiers=(Amplifier("[3:16,2:20]"),))
+    out = single.process(frame)
+    assert out.wcs is not None and out.wcs.has_celestial
+    assert "CTYPE1" not in out.header and "CD1_1" not in out.header
+    # trimmed by 2 columns and 1 row: the reference pixel moves with the data
+    np.testing.assert_allclose(out.wcs.wcs.crpix, [3.0, 5.0])

@@ -62,3 +62,48 @@ def test_user_instrument_on_real_frames(shared_data):
 def test_missing_folder(tmp_path):
     with pytest.raises(ApocalError, match="not a folder"):
         survey(tmp_path / "nothing")
+
+
+def test_products_and_frames_of_another_shape_are_not_raw_frames(tmp_path):
+    simulate(DISRed(), tmp_path, binning=(8, 8), bias=2, flat=1, arc=0, science=1)
+    from apocal import CalibrationSet
+
+    cal = CalibrationSet(DISRed()).add_biases(sorted(tmp_path.glob("bias*")))
+    from apocal.io import write_frame
+
+    write_frame(cal.master_bias, tmp_path / "BIAS.fits")          # apocal's own product
+    trimmed = fits.getdata(tmp_path / "flat.0003r.fits")[:100, :200].astype(np.float64)
+    header = fits.getheader(tmp_path / "flat.0003r.fits")
+    fits.PrimaryHDU(trimmed, header=header).writeto(tmp_path / "FLAT.fits")  # combined elsewhere
+    infos = {i.name: i for i in survey(tmp_path)}
+    assert infos["BIAS.fits"].problem.startswith("is not a raw frame: it carries APSTAGE")
+    assert infos["FLAT.fits"].problem.startswith("is not a raw dis-red frame: ")
+    assert "does not fit the 200x100" in infos["FLAT.fits"].problem
+    assert sum(i.usable for i in infos.values()) == 4
+
+
+def test_a_fifo_or_folder_named_fits_is_left_alone(tmp_path):
+    import os
+
+    simulate(DISRed(), tmp_path, binning=(8, 8), bias=1, flat=0, arc=0, science=0)
+    os.mkfifo(tmp_path / "pipe.fits")
+    (tmp_path / "folder.fits").mkdir()
+    assert [i.name for i in survey(tmp_path)] == ["bias.0001r.fits"]
+
+
+def test_multi_extension_frames_are_described_by_their_image_extension(shared_data):
+    # ALFOSC: an empty primary; CCDSUM is in extension 1, so the 1x1 and 1x2
+    # biases are told apart.
+    from .alfosc import ALFOSC
+
+    infos = survey(shared_data / "alfosc", ALFOSC())
+    binnings = {i.name: i.binning for i in infos}
+    assert all(i.usable for i in infos)
+    assert [binnings[f"ALDc2100{n}.fits"] for n in (34, 35, 36)] == ["1x1"] * 3
+    assert sum(b == "1x2" for b in binnings.values()) == 21
+    from apocal.grouping import group_frames
+
+    (group,) = group_frames(infos)
+    assert group.binning == "1x2" and len(group.biases) == 10
+    assert {f.binning for f in group.biases} == {"1x2"}
+    assert (len(group.flats), len(group.arcs), len(group.science)) == (5, 2, 4)

@@ -263,7 +263,7 @@ def nonlinear_check(frames, instrument: Instrument) -> NonlinearCheck:
         (ccd, name), = load_raws([frame], instrument)
         header = fits.Header(ccd.meta)
         try:
-            kind = instrument.classify(header, name)
+            kind = instrument.kind_of(header, name)
         except FrameError:
             kind = "unknown"
         pixels = np.concatenate([np.ravel(ccd.data[amp.data.slices])

@@ -51,9 +51,9 @@ class _DIS(Instrument):
     }
 
     @classmethod
-    def matches(cls, header: fits.Header) -> bool:
+    def matches(cls, header: fits.Header, filename: str | None = None) -> bool:
         instrument = str(header.get("INSTRUME", "")).strip().lower()
-        return instrument.startswith("dis") and dis_camera(header) == cls.camera
+        return instrument.startswith("dis") and dis_camera(header, filename) == cls.camera
 
 
 class DISRed(_DIS):
