@@ -6,10 +6,11 @@ uncertainty and the bookkeeping:
 
 * the uncertainty comes from the inputs' uncertainties over the frames that
   were actually used at each pixel: ``sqrt(sum var_i) / n`` for a mean and
-  ``sqrt(f(n) sum var_i) / n`` for a median, where ``f(n)`` is the exact
-  median variance factor for ``n`` normal values (1.35 at 3, tending to
-  pi/2). ccdproc's default (1.4826 MAD / sqrt(n)) ignores the inputs and
-  comes out about 23% low for a median of 10.
+  ``sqrt(f(n) n) / sum(1 / sigma_i)`` for a median (``sqrt(f(n) / n) sigma``
+  when the variances are equal), where ``f(n)`` is the exact median
+  variance factor for ``n`` normal values (1.35 at 3, tending to pi/2).
+  ccdproc's default (1.4826 MAD / sqrt(n)) ignores the inputs and comes out
+  about 23% low for a median of 10.
 * flags are OR-ed over the frames used at each pixel; a pixel with no
   usable frame is flagged ``NO_DATA`` (with the flags that excluded it).
 * a "sum" is the mean of the frames used times the number of frames, so a
@@ -40,6 +41,7 @@ from . import __version__
 from .blocks import WORKERS, for_each_block
 from .exceptions import CalibrationError
 from .flags import FLAG_DTYPE, Flag
+from .processing import InMemoryFrame
 from .statistics import median_variance_factors
 
 __all__ = ["combine", "COMBINE_METHODS", "COMBINE_OPTIONS", "DEFAULT_EXCLUDE"]
@@ -114,7 +116,7 @@ def combine(frames: Sequence, method: str = "median", *,
     ValueError
         For an unknown method or a bad option value.
     """
-    frames = [_InMemory(f) if isinstance(f, CCDData) else f for f in frames]
+    frames = [InMemoryFrame(f) if isinstance(f, CCDData) else f for f in frames]
     _check(frames, method, scale)
     n_frames = len(frames)
     shape = frames[0].shape
@@ -157,29 +159,6 @@ def combine(frames: Sequence, method: str = "median", *,
     header["APVERS"] = (__version__, "apocal version")
     return CCDData(data, unit=frames[0].unit, meta=header,
                    uncertainty=StdDevUncertainty(sigma, copy=False), flags=flags, mask=flags != 0)
-
-
-class _InMemory:
-    """A `CCDData` frame read by rows like a `~apocal.processing.ProcessedFrame`."""
-
-    def __init__(self, ccd: CCDData):
-        self.ccd = ccd
-        self.shape, self.unit, self.meta = ccd.shape, ccd.unit, ccd.meta
-        self.name = ccd.meta.get("RAWFILE")
-        self.has_uncertainty = isinstance(ccd.uncertainty, StdDevUncertainty)
-
-    def rows(self, start, stop, data, variance, flags):
-        ccd = self.ccd
-        data[...] = ccd.data[start:stop]
-        np.square(ccd.uncertainty.array[start:stop], out=variance, casting="same_kind")
-        if ccd.flags is not None:
-            flags[...] = ccd.flags[start:stop]
-        elif ccd.mask is not None:
-            np.multiply(ccd.mask[start:stop], FLAG_DTYPE(Flag.BAD_PIXEL), out=flags,
-                        casting="unsafe")
-        else:
-            flags[...] = 0
-        return data, variance, flags
 
 
 def _check(frames, method, scale):
@@ -272,7 +251,6 @@ def _combine_block(stack, variance, frame_flags, factors, method, sigma_clip, mi
             values = combiner.median_combine(uncertainty_func=_no_uncertainty).data
         else:
             values = combiner.average_combine(uncertainty_func=_no_uncertainty).data
-    variance_sum = np.sum(variance, axis=0, where=used)
     if frame_flags.any():
         combined_flags = np.bitwise_or.reduce(np.where(used, frame_flags, 0), axis=0)
     else:
@@ -280,8 +258,14 @@ def _combine_block(stack, variance, frame_flags, factors, method, sigma_clip, mi
 
     with np.errstate(divide="ignore", invalid="ignore"):
         if method == "median":
-            variance_sum *= median_variance_factors(n_used).astype(np.float32)
-        sigma = np.sqrt(variance_sum) / n_used
+            # The median of n values of unequal variances varies as
+            # pi/2 n / (sum 1/sigma_i)**2 (1 / (4 n f**2), f the mean of their
+            # densities at the median); the exact f(n) replaces pi/2. Equal
+            # variances give f(n) sigma**2 / n.
+            inverse = np.sum(1.0 / np.sqrt(variance), axis=0, where=used)
+            sigma = np.sqrt(median_variance_factors(n_used) * n_used).astype(np.float32) / inverse
+        else:
+            sigma = np.sqrt(np.sum(variance, axis=0, where=used)) / n_used
         if method == "sum":
             values = values * n_frames
             sigma = sigma * n_frames

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .calibration import CalibrationSet
+from .calibration.files import MANIFEST
 from .exceptions import ApocalError, ApocalWarning, FrameError
 from .grouping import Group, group_frames
 from .instrument import Instrument
@@ -285,7 +286,7 @@ def _masters(group, masters_dir, options, overwrite, record, context) -> Calibra
     instrument = context.instrument = _detector(group, record, context)
     if instrument is None:
         return None
-    manifest = masters_dir / "calibration_set.json"
+    manifest = masters_dir / MANIFEST
     if manifest.exists() and not overwrite:
         log.info("%s: masters already built, reading %s", group.label, masters_dir)
         cal = CalibrationSet.read(masters_dir, instrument=instrument)
@@ -306,12 +307,12 @@ def _masters(group, masters_dir, options, overwrite, record, context) -> Calibra
             cal.write(masters_dir, overwrite=overwrite)
         except ApocalError:
             record["problems"].append("no master could be built")
-    for key, name in cal.files.items():
-        kind, _, exposure = key.partition(":")
-        master = cal.master_darks[float(exposure)] if exposure else getattr(cal, f"master_{kind}")
-        record["masters"][key] = {
-            "file": str(Path("masters") / group.label / name),
-            "inputs": [v for k, v in master.header.items() if k.startswith("IMCMB")],
+    for entry in cal.master_files():
+        if entry.file is None:
+            continue
+        record["masters"][entry.key] = {
+            "file": str(Path("masters") / group.label / entry.file),
+            "inputs": [v for k, v in entry.master.header.items() if k.startswith("IMCMB")],
         }
     if group.science:
         # Without biases, darks of matching exposure stand in (the SBO way).

@@ -22,10 +22,10 @@ from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS
 
 from .blocks import map_in_threads
-from .flags import FLAG_DTYPE, Flag
+from .flags import FLAG_DTYPE, Flag, flags_of
 from .overscan import estimate_overscan
 
-__all__ = ["ProcessedFrame", "ArrayImage", "split_wcs"]
+__all__ = ["ProcessedFrame", "ArrayImage", "InMemoryFrame", "split_wcs"]
 
 # Rows read at a time while collecting overscan pixels.
 _OVERSCAN_CHUNK = 512
@@ -51,6 +51,29 @@ class ArrayImage:
             return self.data[start:stop, columns]
         out[...] = self.data[start:stop, columns]
         return out
+
+
+class InMemoryFrame:
+    """A `CCDData` in electrons (a combined frame, a master) read by rows
+    like a `ProcessedFrame`: data, variance and flags."""
+
+    def __init__(self, ccd: CCDData):
+        self.ccd = ccd
+        self.shape, self.unit, self.meta = ccd.shape, ccd.unit, ccd.meta
+        self.header = fits.Header(ccd.meta)
+        self.name = ccd.meta.get("RAWFILE", "<in-memory frame>")
+        self.has_uncertainty = isinstance(ccd.uncertainty, StdDevUncertainty)
+
+    def rows(self, start: int, stop: int, data: np.ndarray | None = None,
+             variance: np.ndarray | None = None, flags: np.ndarray | None = None):
+        shape = (stop - start, self.shape[1])
+        data = np.empty(shape, np.float32) if data is None else data
+        variance = np.empty(shape, np.float32) if variance is None else variance
+        flags = np.empty(shape, FLAG_DTYPE) if flags is None else flags
+        data[...] = self.ccd.data[start:stop]
+        np.square(self.ccd.uncertainty.array[start:stop], out=variance, casting="same_kind")
+        flags[...] = flags_of(self.ccd, slice(start, stop))
+        return data, variance, flags
 
 
 class ProcessedFrame:
@@ -271,7 +294,8 @@ def _overscan_levels(sources, layout, method, window):
         region = pixels[id(amp)]
         if not amp.overscan_along_rows:
             region = region.T
-        level, var = estimate_overscan(region, method, window)
+        estimate = estimate_overscan(region, method, window)
+        level, var = estimate.level, estimate.variance
         first, last = amp.overscan_lines
         lines = np.arange(first, last + 1)
         if amp.overscan_along_rows:

@@ -50,7 +50,7 @@ from astropy.wcs.utils import pixel_to_pixel
 
 from . import __version__
 from .exceptions import FrameError
-from .flags import FLAG_DTYPE, Flag
+from .flags import FLAG_DTYPE, Flag, flags_of
 from .io import read_frame, write_frame
 
 __all__ = ["stack", "StackedImage", "measure_shifts", "PROJECTIONS"]
@@ -289,7 +289,7 @@ def stack(frames: Sequence, *, reference=None, projection: str = "interp",
     weights = np.empty(len(ccds))
     for i, ccd in enumerate(ccds):
         var = variance(ccd)
-        usable = ((_flags(ccd) & exclude_bits) == 0) & np.isfinite(var) & np.isfinite(ccd.data)
+        usable = ((flags_of(ccd) & exclude_bits) == 0) & np.isfinite(var) & np.isfinite(ccd.data)
         if not usable.any():
             raise FrameError(names[i], "has no unmasked pixel to stack")
         weights[i] = 1.0 / (scales[i] ** 2 * float(np.median(var[usable])))
@@ -381,14 +381,6 @@ def _load(frames) -> list[tuple[CCDData, str]]:
                                    f"first frame")
         loaded.append((ccd, name))
     return loaded
-
-
-def _flags(ccd: CCDData) -> np.ndarray:
-    if ccd.flags is not None:
-        return np.asarray(ccd.flags).astype(FLAG_DTYPE)
-    if ccd.mask is not None:
-        return np.asarray(ccd.mask, dtype=FLAG_DTYPE) * FLAG_DTYPE(Flag.BAD_PIXEL)
-    return np.zeros(ccd.shape, dtype=FLAG_DTYPE)
 
 
 def _exposure_time(ccd: CCDData) -> float | None:
@@ -553,7 +545,7 @@ class _ShiftGrid:
 def _profile(ccd, axis, exclude_bits):
     from astropy.stats import sigma_clip
 
-    data = np.where((_flags(ccd) & exclude_bits) == 0, np.asarray(ccd.data, float), np.nan)
+    data = np.where((flags_of(ccd) & exclude_bits) == 0, np.asarray(ccd.data, float), np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         warnings.simplefilter("ignore", AstropyWarning)   # "invalid values": the masked ones
@@ -599,7 +591,7 @@ class _Resampled:
 
 def _resample_frame(ccd, variance, exclude_bits, resample, spacing, scale) -> _Resampled:
     data = np.asarray(ccd.data, dtype=np.float64)
-    flags = _flags(ccd)
+    flags = flags_of(ccd)
     finite = np.isfinite(data) & np.isfinite(variance)
     good = finite & ((flags & exclude_bits) == 0)
     sigma = np.sqrt(np.where(good, variance, 0.0))
