@@ -206,6 +206,8 @@ def _finish(result) -> int:
             log.warning("  %s", problem)
     where = result.report or result.output_dir / "summary.json"
     log.info("done: %s", where)
+    for line in result.failed_checks:
+        log.warning("warning: %s", _one_line(line))
     for line in result.failed_groups:
         print(f"apocal: error: {_one_line(line)}", file=sys.stderr)
     return 1 if result.failed_groups else 0

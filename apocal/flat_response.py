@@ -2,8 +2,8 @@
 
 A spectroscopic flat is the flat lamp's spectrum times the pixel response.
 To keep only the pixel response, apocal (like pyDIS and the class code)
-finds the illuminated part of the slit, averages the flat along the spatial
-axis to get the lamp spectrum, fits a smooth curve to it along the
+finds the illuminated part of the slit, takes the flat's median along the
+spatial axis as the lamp spectrum, fits a smooth curve to it along the
 dispersion axis, and divides it out.
 
 Blue lamp spectra fall by orders of magnitude across a detector (ISIS blue:
@@ -43,6 +43,7 @@ _DEFAULT_WIDTH = 51       # pixels, for "boxcar"
 _MIN_SPACING = 8          # points between spline knots, at least
 _SCATTER_WINDOW = 51      # points over which the spectrum's scatter is measured
 _JOIN = 5                 # points each side used to join two spans' fits
+_TREND = 10.0             # F ratio of a cubic in a knot interval that asks for more knots
 
 
 def illuminated_rows(image: np.ndarray, dispersion_axis: int, bad: np.ndarray | None = None,
@@ -84,21 +85,22 @@ def illuminated_rows(image: np.ndarray, dispersion_axis: int, bad: np.ndarray | 
 
 
 def lamp_spectrum(image: np.ndarray, dispersion_axis: int, illuminated: np.ndarray,
-                  bad: np.ndarray | None = None, clip: float = 5.0) -> np.ndarray:
-    """Mean along the slit of the illuminated, good pixels, at every position
-    along the dispersion axis.
+                  bad: np.ndarray | None = None) -> np.ndarray:
+    """Median along the slit of the illuminated, good pixels, at every
+    position along the dispersion axis.
 
-    Values further than ``clip`` robust standard deviations from the median
-    of their position (dead pixels, cosmic rays) are left out of the mean.
+    A median, not a mean: dead pixels and cosmic rays do not pull it, and a
+    slit whose illumination is lower towards its ends (vignetting) leaves
+    the master flat's median across the slit at 1, where a mean would leave
+    it above 1 by the depth of the vignetting.
     """
-    spatial_axis = 1 - dispersion_axis
     keep = np.broadcast_to(np.expand_dims(illuminated, axis=dispersion_axis), image.shape)
     if bad is not None:
         keep = keep & ~bad
-    values = np.ma.masked_array(image, mask=~keep)
-    clipped = sigma_clip(values, sigma=clip, axis=spatial_axis, maxiters=3,
-                         cenfunc="median", stdfunc="mad_std")
-    return np.ma.filled(clipped.mean(axis=spatial_axis).astype(float), np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # positions with nothing good
+        return np.asarray(bn.nanmedian(np.where(keep, image, np.nan), axis=1 - dispersion_axis),
+                          dtype=float)
 
 
 def spectrum_scatter(spectrum: np.ndarray, window: int = _SCATTER_WINDOW) -> np.ndarray:
@@ -185,14 +187,16 @@ def fit_response(spectrum: np.ndarray, mode: str | None = "spline", *, order: in
 
 
 def response_misfit(spectrum: np.ndarray, fitted: np.ndarray, pixel_noise: np.ndarray,
-                    limit: float = 5.0) -> np.ndarray:
+                    limit: float = 0.5, window: int = 101) -> np.ndarray:
     """Where a fitted lamp spectrum does not follow the spectrum.
 
-    The relative residual, averaged over five points, is compared with what
-    noise allows there: ``limit`` times the spectrum's own scatter over
-    sqrt(5), or a quarter of the flat's relative noise per pixel
-    (``pixel_noise``) where that is larger: a misfit below it is lost in
-    every pixel's noise.
+    The relative residual, averaged over ``window`` points, is compared with
+    the master flat's own relative noise per pixel there (``pixel_noise``):
+    a misfit larger than ``limit`` times that noise makes every pixel of the
+    position wrong by more than its uncertainty allows. Structure finer
+    than the window (fringes: pixel response, kept in the flat) averages
+    out, and isolated points (a bad column, which is pixel response too)
+    are replaced by their neighbours' median first, so neither is a misfit.
 
     Returns
     -------
@@ -202,9 +206,11 @@ def response_misfit(spectrum: np.ndarray, fitted: np.ndarray, pixel_noise: np.nd
     spectrum = np.asarray(spectrum, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         residual = spectrum / fitted - 1.0
-    smoothed = _running(residual, 5, bn.move_mean)
-    allowed = np.fmax(limit * spectrum_scatter(spectrum) / np.sqrt(5.0), 0.25 * pixel_noise)
-    return np.isfinite(smoothed) & (np.abs(smoothed) > allowed)
+    nearby = _running(residual, 5, bn.move_median)
+    deviation = np.abs(residual - nearby)
+    isolated = deviation > 5 * 1.4826 * _running(deviation, _SCATTER_WINDOW, bn.move_median)
+    mean = _running(np.where(isolated, nearby, residual), window, bn.move_mean)
+    return np.isfinite(mean) & (np.abs(mean) > limit * np.asarray(pixel_noise))
 
 
 def _fit_span(log, good, scatter, mode, order, knots, width, rejection, iterations):
@@ -234,38 +240,53 @@ def _fit_span(log, good, scatter, mode, order, knots, width, rejection, iteratio
 
 def _adaptive_spline(x, y, good, weight, n_knots, rejection, iterations):
     """A weighted cubic spline whose knots are added, halving the intervals
-    whose residual is larger than the scatter allows, until none is (or the
-    intervals are `_MIN_SPACING` points short). Points further from the fit
-    than ``rejection`` times the larger of the scatter and the local misfit
-    are left out (up to ``iterations`` times)."""
+    whose residual still has a trend (`_trend_left`), until none has (or the
+    intervals are `_MIN_SPACING` points short). Then points further from the
+    fit than ``rejection`` times the larger of the scatter and the local
+    misfit are left out and the knots refined again (``iterations`` times at
+    most): isolated points (a bad column) go, a steep stretch (the end of a
+    filter's range) stays and is followed."""
     used = good.copy()
     lo, hi = x[good][0], x[good][-1]
     knots = list(np.linspace(lo, hi, max(1, min(n_knots, good.sum() // _MIN_SPACING)) + 2)[1:-1])
     rejections = 0
     spline = None
-    for _ in range(12 + iterations):
+    for _ in range(16 * (iterations + 1)):
         knots = _valid_knots(x[used], knots, lo, hi)
         spline = LSQUnivariateSpline(x[used], y[used], knots, w=weight[used], k=3)
+        edges = np.concatenate([[lo], knots, [hi + 1]])
+        added = [0.5 * (a + b) for a, b in zip(edges[:-1], edges[1:])
+                 if _trend_left(y[used] - spline(x[used]), x[used], a, b)]
+        if added:
+            knots = sorted(knots + added)
+            continue
         normalised = (y - spline(x)) * weight
         local = 1.4826 * _running(np.where(good, np.abs(normalised), np.nan), _SCATTER_WINDOW,
                                   bn.move_median)
         outliers = good & (np.abs(normalised) > rejection * np.fmax(local, 1.0))
-        if rejections < iterations and np.any(outliers != (good & ~used)):
-            used = good & ~outliers
-            rejections += 1
-            continue
-        edges = np.concatenate([[lo], knots, [hi + 1]])
-        which = np.digitize(x[used], edges) - 1
-        added = []
-        for interval in range(len(edges) - 1):
-            points = normalised[used][which == interval]
-            if points.size >= 2 * _MIN_SPACING and np.mean(points**2) > 1 + 3 * np.sqrt(
-                    2.0 / points.size):
-                added.append(0.5 * (edges[interval] + edges[interval + 1]))
-        if not added:
+        if rejections >= iterations or not np.any(outliers != (good & ~used)):
             break
-        knots = sorted(knots + added)
+        used = good & ~outliers
+        rejections += 1
     return spline
+
+
+def _trend_left(residual, x, start, stop) -> bool:
+    """True when a knot interval's residual still has a trend a finer spline
+    would follow: a cubic across the interval explains far more of it than
+    noise would (F ratio above `_TREND`). Structure finer than the interval
+    (the fringes of a red CCD, which are pixel response, not lamp) or an
+    isolated bad point is not a trend and adds no knot."""
+    inside = (x >= start) & (x < stop)
+    n = int(inside.sum())
+    if n < 2 * _MIN_SPACING:
+        return False
+    t = 2.0 * (x[inside] - start) / (stop - start) - 1.0
+    design = np.vander(t, 4)
+    coefficients, *_ = np.linalg.lstsq(design, residual[inside], rcond=None)
+    explained = design @ coefficients
+    unexplained = np.sum((residual[inside] - explained) ** 2) / (n - 4)
+    return bool(np.sum(explained**2) / 4 > _TREND * unexplained)
 
 
 def _valid_knots(x, knots, lo, hi) -> list:

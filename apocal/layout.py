@@ -159,7 +159,6 @@ def resolve_layout(instrument, header: fits.Header, shape: tuple[int, int], sour
         raise FrameError(source, f"{instrument.name}: amplifiers in HDU {extension!r} need the "
                                  f"file, not only its header")
 
-    main_key = image_of(None)[0]
     binnings, resolved = set(), []
     for index, amp in enumerate(instrument.amplifiers):
         label = amp.name or f"amplifier {index + 1}"

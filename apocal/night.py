@@ -42,6 +42,8 @@ RUN_FILE = "run.json"
 SUMMARY_FILE = "summary.json"
 LOG_FILE = "apocal.log"
 FILES_TABLE = "files.ecsv"
+#: The uncertainty self-check of a group, beside its masters.
+CHECK_FILE = "uncertainty_check.json"
 
 
 @dataclass
@@ -83,6 +85,7 @@ class GroupContext:
     instrument: Instrument | None = None
     calibration: CalibrationSet | None = None
     photon_transfer: object = None
+    uncertainty_check: object = None
 
 
 @dataclass
@@ -104,6 +107,13 @@ class Reduction:
     summary: dict
     problems: list = field(default_factory=list)
     report: Path | None = None
+
+    @property
+    def failed_checks(self) -> list[str]:
+        """One line per group whose uncertainty self-check failed."""
+        return [f"group {group['label']}: {group['uncertainty_check']['verdict']}"
+                for group in self.summary["groups"]
+                if (group.get("uncertainty_check") or {}).get("passed") is False]
 
     @property
     def failed_groups(self) -> list[str]:
@@ -260,7 +270,7 @@ def _reduce_group(group: Group, output_dir: Path, options: ReductionOptions, ove
               "binning": group.binning, "configuration": group.configuration,
               "science_frames": len(group.science),
               "notes": list(group.notes), "problems": [], "masters": {}, "science": [],
-              "detector": {}}
+              "detector": {}, "uncertainty_check": None}
     masters_dir = output_dir / "masters" / group.label
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ApocalWarning)
@@ -307,6 +317,9 @@ def _masters(group, masters_dir, options, overwrite, record, context) -> Calibra
             cal.write(masters_dir, overwrite=overwrite)
         except ApocalError:
             record["problems"].append("no master could be built")
+        record["uncertainty_check"] = _check_uncertainty(cal, masters_dir, context)
+    if record["uncertainty_check"] is None:
+        record["uncertainty_check"] = _read_check(masters_dir)
     for entry in cal.master_files():
         if entry.file is None:
             continue
@@ -323,6 +336,30 @@ def _masters(group, masters_dir, options, overwrite, record, context) -> Calibra
             record["problems"].append(f"no master {kind}: science frames of {group.describe()} "
                                       f"are calibrated without one")
     return cal
+
+
+def _check_uncertainty(cal, masters_dir, context) -> dict:
+    """Check the set's uncertainty on its own frames and keep the result
+    beside its masters (a resumed run reads it there)."""
+    try:
+        check = context.uncertainty_check = cal.check_uncertainty()
+    except ApocalError as err:
+        result = {"passed": None, "verdict": f"uncertainty not checked: {err}", "tests": [],
+                  "messages": []}
+    else:
+        result = check.to_dict()
+        (log.info if check.passed else log.warning)("%s: %s", masters_dir.name, check.verdict)
+    if masters_dir.is_dir():
+        atomic_write_bytes(masters_dir / CHECK_FILE, json.dumps(result, indent=1).encode(),
+                           overwrite=True)
+    return result
+
+
+def _read_check(masters_dir) -> dict | None:
+    try:
+        return json.loads((masters_dir / CHECK_FILE).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _build_master(kind, paths, build, record) -> None:

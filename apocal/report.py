@@ -31,6 +31,7 @@ h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #aaa; }
 table { border-collapse: collapse; margin: 0.5em 0 1em 0; font-size: 0.9em; }
 td, th { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: left; }
 th { background: #eee; } .problem { color: #a00; } .note { color: #555; }
+.passed { color: #060; }
 figure { display: inline-block; margin: 0.5em; vertical-align: top; }
 figcaption { font-size: 0.85em; max-width: 36em; }
 img { max-width: 36em; border: 1px solid #ddd; }
@@ -106,7 +107,7 @@ def _group(record: dict, context, raw_dir: Path, figures: _Figures) -> str:
 
     label = record["label"]
     config = ", ".join(f"{k} {v}" for k, v in record["configuration"].items() if v)
-    parts = [f"<h2 id='{_e(label)}'>{_e(label)}</h2>",
+    parts = [f"<h2 id='{_e(label)}'>{_e(label)}</h2>", _verdict(record),
              f"<p>{_e(record['instrument'])}, binning {_e(record['binning'])}"
              f"{', ' + _e(config) if config else ''}.</p>"]
     parts.extend(f"<p class='note'>{_e(n)}</p>" for n in record["notes"])
@@ -119,6 +120,13 @@ def _group(record: dict, context, raw_dir: Path, figures: _Figures) -> str:
         return "".join(parts) + _science(record)
 
     shown = []
+    check = context.uncertainty_check if context else None
+    if check is not None and len(check.table):
+        shown.append(figures.save(
+            f"{label}-uncertainty-check", check.plot,
+            "Pulls (difference over claimed uncertainty) of pairs of this night's frames, "
+            "per test and amplifier, against a unit normal: the uncertainty is right when "
+            "they coincide (robust standard deviation in the legend).", size=(6.4, 4.2)))
     bad = Flag.BAD_PIXEL | Flag.HOT | Flag.NO_DATA
     for kind, mask, what in (("bias", bad, "bad pixels red"),
                              ("dark", bad, "hot and bad pixels red"),
@@ -174,6 +182,21 @@ def _group(record: dict, context, raw_dir: Path, figures: _Figures) -> str:
             f"{label}-arc-slices-zoom", lambda ax: cuts.plot(ax, zoom=15),
             "The same, around the brightest line."))
     return "".join(parts) + _science(record)
+
+
+def _verdict(record: dict) -> str:
+    """The uncertainty self-check's verdict, first thing in a group."""
+    check = record.get("uncertainty_check")
+    if not check:
+        return "<p class='note'>Uncertainty not checked.</p>"
+    style = {True: "passed", False: "problem"}.get(check.get("passed"), "note")
+    rows = "".join(f"<tr><td>{_e(t['test'])}</td><td>{_e(t['amplifier'])}</td>"
+                   f"<td>{t['frames']}</td><td>{t['pull_std']:.3f}</td>"
+                   f"<td>{'yes' if t['passed'] else 'NO'}</td></tr>" for t in check["tests"])
+    table = ("<table><tr><th>test</th><th>amplifier</th><th>frames or pairs</th>"
+             "<th>pull std (expected 1)</th><th>passed</th></tr>" + rows + "</table>"
+             if rows else "")
+    return f"<p class='{style}'><b>{_e(check['verdict'])}</b></p>" + table
 
 
 def _detector(detector: dict) -> str:

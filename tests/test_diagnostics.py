@@ -89,6 +89,24 @@ def test_photon_transfer_pairs_frames_of_different_levels(kosmos):
     np.testing.assert_allclose(ptc.gain, sim.truth.gain, rtol=0.03)
 
 
+def test_photon_transfer_pairs_only_flats_of_one_configuration(tmp_path):
+    # An i flat next to a z flat in level must not be paired with it (a
+    # different filter: 1.14 e-/ADU instead of 1.29-1.30 on a real night).
+    frames = []
+    for band, times, seed in (("R", (5.0, 6.0), 41), ("I", (5.5, 6.5), 42)):
+        for k, exptime in enumerate(times):
+            night = simulate(SBO(), tmp_path, bias=0, flat=1, seed=seed + k, binning=(8, 8),
+                             config={"FILTER": band}, exptime={"flat": exptime},
+                             first_number=10 * seed + k, truth=f"t{band}{k}")
+            frames += night["flat"]
+    biases = simulate(SBO(), tmp_path / "b", bias=2, flat=0, science=0, seed=3, binning=(8, 8))
+    ptc = photon_transfer(frames, biases["bias"], SBO(gain=1.4, read_noise=12.0))
+    assert len(ptc.pairs) == 2
+    for pair in ptc.pairs:
+        bands = {name.split("_")[1] for name in pair.files}
+        assert len(bands) == 1, pair.files
+
+
 def test_photon_transfer_without_known_gain(sbo):
     instrument = SBO()   # no EGAIN/RDNOISE in these headers: measured, not quoted
     ptc = photon_transfer(sbo["flat"], sbo["bias"], instrument)

@@ -12,7 +12,7 @@ import apocal
 from apocal import FrameError
 from apocal.io import RawImage, read_raw
 
-from .mosaic import GAINS, LEVELS, detector_truth, write_mosaic
+from .mosaic import GAINS, LEVELS, write_mosaic
 from .rawwriter import image, write_raw
 
 # (name, BITPIX, BZERO): every way a camera stores integer ADU or floats.

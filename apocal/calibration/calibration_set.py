@@ -29,11 +29,14 @@ from ..processing import InMemoryFrame, ProcessedFrame
 from .apply import Calibrated, MasterTerms
 from .files import MasterFile, dark_key, masters_of, read_set, write_set
 from .masters import as_master, flag_defects, flag_hot, make_flat
+from .self_check import FrameSample, UncertaintyCheck, check_uncertainty
 
 __all__ = ["CalibrationSet"]
 
 # Exposure times closer than this (s) count as the same.
 _SAME_EXPOSURE = 0.01
+# Frames of each kind a sample is kept of, for check_uncertainty.
+_SAMPLED = 20
 
 
 class CalibrationSet:
@@ -98,8 +101,10 @@ class CalibrationSet:
         self._sources: dict[str, str] = {}
         self._pedestals: dict[float, np.ndarray] = {}
         self._terms_of: dict[int, MasterTerms] = {}
-        # The frames each master was built from, for check_uncertainty.
-        self.inputs: dict[str, list] = {}
+        # A sample of rows of every frame the masters were built from (up to
+        # _SAMPLED per kind), for check_uncertainty, and how each was combined.
+        self.samples: dict[str, list[FrameSample]] = {}
+        self.combine_options: dict[str, dict] = {}
 
     def __repr__(self) -> str:
         built = [k for k in ("bias", "dark", "flat", "arc")
@@ -175,7 +180,7 @@ class CalibrationSet:
         master = as_master(combine(processed, method, **options), "bias", names, self.instrument)
         flag_defects(master, defect_sigma)
         self.master_bias = master
-        self._remember("bias", frames, method, options)
+        self._remember("bias", method, options)
         return self
 
     def add_darks(self, frames, method: str = "median", hot_sigma: float = 5.0,
@@ -208,7 +213,7 @@ class CalibrationSet:
         _check_options(options, "add_darks")
         self._require_order("dark")
         frames = list(frames)
-        self._remember("dark", frames, method, options)
+        self._remember("dark", method, options)
         if self.master_bias is None:
             by_time: dict[float, list] = {}
             for frame in frames:
@@ -331,7 +336,7 @@ class CalibrationSet:
         self.master_flat = result.master
         self.illumination_mask = result.illumination_mask
         self.lamp_spectrum, self.flat_response = result.lamp_spectrum, result.response
-        self._remember("flat", frames, method, options)
+        self._remember("flat", method, options)
         return self
 
     def add_arcs(self, frames, method: str = "sum", **options) -> "CalibrationSet":
@@ -430,15 +435,25 @@ class CalibrationSet:
             result = reject_cosmic_rays(result, noise, **cosmic_options)
         return result
 
-    def check_uncertainty(self, **options):
+    def check_uncertainty(self, tolerance: float = 0.05) -> UncertaintyCheck:
         """Check the set's error model on its own frames.
 
-        See `apocal.calibration.self_check.check_uncertainty`; returns its
-        `~apocal.calibration.self_check.UncertaintyCheck`.
-        """
-        from .self_check import check_uncertainty
+        Pairs of biases, of flats and of darks, and each bias against the
+        master of the others, differ only by noise: their pulls must
+        scatter by 1 (see `apocal.calibration.self_check`).
 
-        return check_uncertainty(self, **options)
+        Parameters
+        ----------
+        tolerance : float
+            A test passes when its robust pull standard deviation is within
+            this of 1.
+
+        Returns
+        -------
+        apocal.calibration.self_check.UncertaintyCheck
+            ``.passed``, ``.table``, ``.verdict``, ``.messages``, ``.plot()``.
+        """
+        return check_uncertainty(self, tolerance=tolerance)
 
     # ------------------------------------------------------------------
     # Files
@@ -502,11 +517,10 @@ class CalibrationSet:
     # ------------------------------------------------------------------
     # Helpers
     # ------------------------------------------------------------------
-    def _remember(self, kind, frames, method, options) -> None:
-        """The frames (as given: files or CCDData) a master was built from."""
-        self.inputs[kind] = [frame for frame in frames]
-        self.inputs[f"{kind}:combine"] = dict(method=method, **{k: v for k, v in options.items()
-                                                                 if k != "scale"})
+    def _remember(self, kind, method, options) -> None:
+        """How a master was combined (check_uncertainty rebuilds it)."""
+        self.combine_options[kind] = dict(method=method, **{k: v for k, v in options.items()
+                                                            if k != "scale"})
 
     def _require_order(self, kind):
         order = ("bias", "dark", "flat", "arc")
@@ -536,6 +550,8 @@ class CalibrationSet:
             exptime = self.instrument.exposure_time(source.header, name) if kind != "bias" else 0.0
             pedestal = bias if bias is not None else self._pedestal_for(exptime)
             prepared = self._prepare_one(source, name, kind, bias=pedestal)
+            if kind in ("bias", "dark", "flat") and len(self.samples.get(kind, [])) < _SAMPLED:
+                self.samples.setdefault(kind, []).append(FrameSample(prepared))
             processed.append(self._apply(prepared, exptime=exptime) if subtract else prepared)
             names.append(name)
             binnings.append(self.instrument.binning(source.header))

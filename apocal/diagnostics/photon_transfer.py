@@ -30,6 +30,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from astropy.io import fits
 from astropy.table import Table
 
 from ..exceptions import CalibrationError
@@ -223,8 +224,10 @@ def photon_transfer(flats, biases, instrument: Instrument, *, pairing: str = "le
     pairing : {"level", "order"}
         ``"level"``: sort the flats by level and pair neighbours (1st with
         2nd, 3rd with 4th...), so flats at several levels pair with one of
-        similar level; ``"order"``: pair them in the order given. Each
-        flat is used once; an odd one out is left out. The two flats of a
+        similar level; ``"order"``: pair them in the order given. Only
+        flats of one configuration (the instrument's ``config_keys``: a
+        filter, a grating) are paired. Each flat is used once; an odd one
+        out is left out. The two flats of a
         pair need not be at the same level: the second is scaled to the
         first.
     tiles : tuple of int
@@ -270,7 +273,12 @@ def photon_transfer(flats, biases, instrument: Instrument, *, pairing: str = "le
         signals = [data_section(ccd.data, amp) - bias for ccd, _ in flat_frames]
         high = [beyond_linear(ccd.data[amp.data.slices], instrument) for ccd, _ in flat_frames]
         if order is None:  # pair on the first amplifier's levels, the same for all
-            order = _pairs([np.median(s) for s in signals], pairing)
+            configurations = [str(sorted(instrument.configuration(fits.Header(ccd.meta)).items()))
+                              for ccd, _ in flat_frames]
+            order = _pairs([np.median(s) for s in signals], pairing, configurations)
+            if not order:
+                raise CalibrationError(f"no two flats of one configuration among "
+                                       f"{', '.join(name for _, name in flat_frames)}")
         pairs = [_pair(amp.name, (flat_frames[i][1], flat_frames[j][1]), signals[i], signals[j],
                        high[i] | high[j], read_var, tiles, sigma, max_spread)
                  for i, j in order]
@@ -290,10 +298,16 @@ def photon_transfer(flats, biases, instrument: Instrument, *, pairing: str = "le
                           np.array([a.read_noise for a in layout.amplifiers]))
 
 
-def _pairs(levels, pairing) -> list[tuple[int, int]]:
-    """Indices of the flats paired: neighbours by level, or in the given order."""
-    order = np.argsort(levels, kind="stable") if pairing == "level" else np.arange(len(levels))
-    return [(int(order[k]), int(order[k + 1])) for k in range(0, len(order) - 1, 2)]
+def _pairs(levels, pairing, configurations) -> list[tuple[int, int]]:
+    """Indices of the flats paired, only flats of one configuration (filter,
+    grating...) together: neighbours by level, or in the given order."""
+    pairs = []
+    for configuration in dict.fromkeys(configurations):
+        members = [i for i, c in enumerate(configurations) if c == configuration]
+        if pairing == "level":
+            members = sorted(members, key=lambda i: levels[i])
+        pairs += [(members[k], members[k + 1]) for k in range(0, len(members) - 1, 2)]
+    return pairs
 
 
 def _read_noise(biases, tiles, sigma):
