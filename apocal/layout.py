@@ -23,19 +23,22 @@ header (``AP?SRCn`` cards) and in a night's summary:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 from astropy.io import fits
 
-from .exceptions import FrameError
+from .exceptions import ApocalWarning, FrameError
 from .sections import DetectorSection, Section, parse_detector_section, parse_section
 
 __all__ = ["AmplifierLayout", "FrameLayout", "resolve_layout"]
 
 #: Source of a value set on the instrument's class.
 CLASS = "class"
+# A header card this far (relative) from the class value is worth a warning.
+_FAR = 0.10
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,7 @@ def resolve_layout(instrument, header: fits.Header, shape: tuple[int, int], sour
                            ("read_noise", instrument.read_noise_keys)):
             values[what], sources[what] = _detector_value(instrument, index, what, keys,
                                                           amp_header, source)
+            _warn_if_far(instrument, index, label, what, values[what], sources[what])
         missing = [what.replace("_", " ") for what in values if sources[what] is None]
         if detector and missing:
             verb = "are" if len(missing) == 2 else "is"
@@ -304,6 +308,21 @@ def _detector_value(instrument, index, what, keys, header, source):
     if value is not None:
         return float(value), CLASS
     return np.nan, None
+
+
+def _warn_if_far(instrument, index, label, what, value, source) -> None:
+    """Say so when a header card replaces a class value far from it (Kast's
+    GAIN = 1, a gain index, over the class's 1.465 e-/ADU)."""
+    written = getattr(instrument.amplifiers[index], what)
+    if not (source or "").startswith("header") or written is None or instrument.given_value(
+            index, what) is not None:
+        return
+    if abs(value - written) > _FAR * abs(written):
+        words = what.replace("_", " ")
+        warnings.warn(f"{instrument.name} {label}: {source} = {value:g} replaces the class "
+                      f"{words} {written:g} ({abs(value / written - 1):.0%} apart); if the "
+                      f"card means something else, set {what}_keys = () on the class",
+                      ApocalWarning, stacklevel=4)
 
 
 def _check_overlaps(resolved, instrument, source) -> None:

@@ -285,6 +285,7 @@ def _reduce_group(group: Group, output_dir: Path, options: ReductionOptions, ove
     for warning in caught:
         if issubclass(warning.category, ApocalWarning):
             record["notes"].append(str(warning.message))
+    record["notes"] = list(dict.fromkeys(record["notes"]))    # each once
     for note in record["notes"]:
         log.info("%s: %s", group.label, note)
     for problem in record["problems"]:

@@ -19,6 +19,13 @@ ccdproc          ccdproc.combine(files, method="median", unit="adu").
 calibrate        CalibrationSet.calibrate() of one science frame (master
                  bias and flat applied), against the floor of reading that
                  frame and writing it (astropy, float32).
+overscan         apocal.overscan.estimate_overscan on both amplifiers'
+                 overscans of one frame (4096 rows x 33 columns each).
+
+With ``--baseline DIR`` (a source tree holding another version's
+``apocal`` package, e.g. ``git worktree add /tmp/base <commit>``), every
+apocal row is measured for that version too, in the same run, so a change
+is reported as ratios measured side by side.
 """
 
 from __future__ import annotations
@@ -56,6 +63,17 @@ result = ccdproc.combine(files, method="median", unit="adu", **options)
 """,
 }
 
+OVERSCAN = """
+import numpy as np
+from astropy.io import fits
+from apocal.overscan import estimate_overscan
+raw = fits.getdata(science).astype(np.float64)
+start = time.perf_counter()
+for _ in range(10):
+    for columns in (slice(2055, 2088), slice(2105, 2138)):
+        estimate_overscan(raw[:, columns], "rows", 101)
+"""
+
 CALIBRATE = {
     "floor": """
 import numpy as np, os
@@ -79,6 +97,7 @@ result = cal.calibrate(science)
 # parent's peak.
 RUNNER = """
 import json, sys, time
+{path}
 files, flats, science, options = json.loads(sys.argv[1])
 {body}
 elapsed = time.perf_counter() - start
@@ -88,9 +107,12 @@ print(json.dumps({{"seconds": elapsed, "peak_bytes": peak}}))
 """
 
 
-def measure(body: str, files, flats=(), science="", options=None, runs: int = 3) -> dict:
-    """Median seconds and peak bytes of ``body`` over ``runs`` fresh processes."""
-    code = RUNNER.format(body=body)
+def measure(body: str, files, flats=(), science="", options=None, runs: int = 3,
+            source: str | None = None) -> dict:
+    """Median seconds and peak bytes of ``body`` over ``runs`` fresh processes
+    (importing apocal from the folder ``source`` when given)."""
+    path = f"sys.path.insert(0, {source!r})" if source else ""
+    code = RUNNER.format(body=body, path=path)
     args = json.dumps([list(files), list(flats), science, options or {}])
     results = [json.loads(subprocess.run([sys.executable, "-c", code, args], check=True,
                                          capture_output=True, text=True).stdout.splitlines()[-1])
@@ -114,12 +136,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="processes per measurement")
     parser.add_argument("--folder", help="where to simulate the frames (default: a "
                                          "temporary folder, removed afterwards)")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="a source tree with another version of apocal, measured in the "
+                             "same run (rows marked 'baseline')")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.folder) as folder:
-        run(Path(folder), args.runs)
+        run(Path(folder), args.runs, args.baseline)
 
 
-def run(folder: Path, runs: int) -> None:
+def run(folder: Path, runs: int, baseline: str | None = None) -> None:
     from apocal.instruments import KOSMOS
     from apocal.simulate import simulate
 
@@ -141,6 +166,9 @@ def run(folder: Path, runs: int) -> None:
         floor = measure(COMBINE["floor"], files, runs=runs)
         row("floor (read + bottleneck median)", floor, floor, stack)
         row("apocal median", measure(COMBINE["apocal"], files, runs=runs), floor, stack)
+        if baseline:
+            row("apocal median (baseline)", measure(COMBINE["apocal"], files, runs=runs,
+                                                     source=baseline), floor, stack)
         if n == 30:
             row("apocal median, memory_limit=1e9",
                 measure(COMBINE["apocal"], files, options={"memory_limit": 1e9}, runs=runs),
@@ -163,6 +191,16 @@ def run(folder: Path, runs: int) -> None:
     row("floor (read + write, float32)", floor, floor)
     row("apocal calibrate()", measure(CALIBRATE["apocal"], biases[:10], flats, science,
                                        runs=runs), floor)
+    if baseline:
+        row("apocal calibrate() (baseline)", measure(CALIBRATE["apocal"], biases[:10], flats,
+                                                      science, runs=runs, source=baseline), floor)
+    print("\noverscan of one frame (two amplifiers, 4096 rows x 33 columns; mean of 10)")
+    ours = measure(OVERSCAN, [], science=science, runs=runs)
+    print(f"{'apocal estimate_overscan':34s} {ours['seconds'] / 10:8.4f}")
+    if baseline:
+        theirs = measure(OVERSCAN, [], science=science, runs=runs, source=baseline)
+        print(f"{'apocal estimate_overscan (baseline)':34s} {theirs['seconds'] / 10:8.4f}")
+        print(f"{'robust / baseline time':34s} {ours['seconds'] / theirs['seconds']:8.2f}")
 
 
 if __name__ == "__main__":

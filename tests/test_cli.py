@@ -66,6 +66,21 @@ def test_reduce_with_a_user_instrument_file(shared_data, tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
+def test_a_group_without_a_calibrated_frame_makes_reduce_fail(tmp_path, capsys):
+    # An SBO camera has no overscan: without biases or darks nothing removes
+    # its bias level, so its science frame cannot be calibrated.
+    from apocal.instruments import SBO
+
+    simulate(SBO(), tmp_path / "raw", binning=(8, 8), bias=0, dark=0, flat=2, science=1)
+    code = main(["reduce", str(tmp_path / "raw"), "-o", str(tmp_path / "out"), "--no-report",
+                 "-q"])
+    assert code == 1
+    lines = [line for line in capsys.readouterr().err.splitlines()
+             if line.startswith("apocal: error:")]
+    assert len(lines) == 1
+    assert "produced no calibrated frame" in lines[0] and "nothing removes the bias" in lines[0]
+
+
 def test_console_script_is_installed():
     script = Path(sys.executable).with_name("apocal")
     out = subprocess.run([str(script), "--version"], capture_output=True, text=True)

@@ -310,3 +310,19 @@ def test_a_celestial_wcs_moves_to_ccddata_wcs():
     assert "CTYPE1" not in out.header and "CD1_1" not in out.header
     # trimmed by 2 columns and 1 row: the reference pixel moves with the data
     np.testing.assert_allclose(out.wcs.wcs.crpix, [3.0, 5.0])
+
+
+def test_a_header_card_far_from_the_class_value_is_said():
+    # Kast writes GAIN = 1, a gain index: used (the rule), but not silently
+    from apocal import ApocalWarning
+
+    camera = Instrument(amplifiers=(Amplifier("[1:8,1:20]", gain=1.465, read_noise=8.7),))
+    with pytest.warns(ApocalWarning, match=r"header GAIN = 1 replaces the class gain 1.465 "
+                                           r"\(32% apart\); .* set gain_keys = \(\)"):
+        amp = camera.layout(fits.Header({"GAIN": 1}), (20, 8)).amplifiers[0]
+    assert amp.gain == 1.0 and amp.sources["gain"] == "header GAIN"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        camera.layout(fits.Header({"GAIN": 1.5}), (20, 8))         # 2%: the header's own value
