@@ -349,7 +349,7 @@ def _check_uncertainty(cal, masters_dir, context) -> dict:
                   "messages": []}
     else:
         result = check.to_dict()
-        (log.info if check.passed else log.warning)("%s: %s", masters_dir.name, check.verdict)
+        log.info("%s: %s", masters_dir.name, check.verdict)
     if masters_dir.is_dir():
         atomic_write_bytes(masters_dir / CHECK_FILE, json.dumps(result, indent=1).encode(),
                            overwrite=True)

@@ -66,6 +66,9 @@ def write_report(output_dir, summary: dict, contexts: dict | None = None) -> Pat
             f"<a href='summary.json'>summary.json</a>, <a href='files.ecsv'>files.ecsv</a>, "
             f"log: <a href='apocal.log'>apocal.log</a>.</p>"]
     body.append(_problems(summary["problems"]))
+    body.extend(f"<p class='problem'>{_e(g['label'])}: {_e(g['uncertainty_check']['verdict'])}</p>"
+                for g in summary["groups"]
+                if (g.get("uncertainty_check") or {}).get("passed") is False)
     body.append("<p>Groups: " + ", ".join(
         f"<a href='#{_e(g['label'])}'>{_e(g['label'])}</a>" for g in summary["groups"]) + "</p>")
     for record in summary["groups"]:

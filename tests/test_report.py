@@ -1,5 +1,6 @@
 """report.html: every group's plots exist and the page says what was used for what."""
 
+import html
 import re
 
 import pytest
@@ -40,6 +41,13 @@ def test_report_has_every_group_and_its_figures(reduced):
     assert any("photon-transfer" in i for i in sbo)
     assert "measured from this night" in page
     assert "no problems" not in page.lower()
+    # each group opens with the verdict of its uncertainty self-check, and its pulls
+    for record in result.summary["groups"]:
+        check = record["uncertainty_check"]
+        assert check["passed"] is True, check
+        heading = page.index(f"id='{record['label']}'")
+        assert page.index(html.escape(check["verdict"]), heading) < page.index("<table>", heading)
+        assert any(f"{record['label']}-uncertainty-check" in i for i in images)
 
 
 def test_report_shows_problems_and_what_calibrated_what(reduced):

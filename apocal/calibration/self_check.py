@@ -106,7 +106,7 @@ class UncertaintyCheck:
         from ..diagnostics.display import axes_or_new
 
         ax = axes_or_new(ax)
-        bins = np.linspace(-5, 5, 81)
+        bins = np.linspace(-5, 5, 41)
         for row, pulls in zip(self.table, self.pulls):
             ax.hist(pulls, bins=bins, density=True, histtype="step",
                     label=f"{row['test']}, {row['amplifier']}: {row['pull_std']:.3f}")
