@@ -206,7 +206,7 @@ def _check_complete(path: Path) -> None:
     if path.suffix.lower() not in (".fits", ".fit", ".fts"):
         return
     with _quiet(), fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
-        hdu = hdul[0]
-        expected = hdu._data_offset + hdu._data_size
+        info = hdul.fileinfo(0)
+        expected = info["datLoc"] + info["datSpan"]     # data start and padded size
     if os.path.getsize(path) < expected:
         raise FrameError(path, f"is truncated ({os.path.getsize(path)} of {expected} bytes)")
