@@ -30,6 +30,12 @@ OVERSCAN_METHODS = ("rows", "level")
 _POLYORDER = 2
 
 
+def _nanmedian(values: np.ndarray, axis: int | None = None, overwrite_input: bool = False):
+    """bottleneck's nanmedian for astropy's ``mad_std(func=...)``: astropy before
+    7.0 calls ``func(..., overwrite_input=True)``, which bottleneck does not take."""
+    return bn.nanmedian(values, axis=axis)
+
+
 def estimate_overscan(pixels: np.ndarray, method: str = "rows",
                       window: int = 101) -> tuple[np.ndarray, np.ndarray]:
     """Bias level of every line of an overscan region, with its variance.
@@ -64,7 +70,7 @@ def estimate_overscan(pixels: np.ndarray, method: str = "rows",
         return np.full(n_lines, median), np.full(n_lines, variance)
 
     line_median = bn.nanmedian(pixels, axis=1)
-    noise = mad_std(pixels - line_median[:, None], func=bn.nanmedian)  # NaN-safe, no masked arrays
+    noise = mad_std(pixels - line_median[:, None], func=_nanmedian)  # NaN-safe, no masked arrays
     # Lines with a single column have no scatter to measure: fall back on
     # the scatter between neighbouring lines.
     if not np.isfinite(noise) or noise == 0:
