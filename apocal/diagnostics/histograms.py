@@ -85,7 +85,8 @@ def region_histograms(frame, instrument: Instrument, sigma: float = 5.0,
     clip = SigmaClip(sigma=sigma, maxiters=5)
     centres, counts, rejected = [], [], []
     for region in regions:
-        clipped = clip(np.ma.masked_invalid(region.pixels))
+        # float64: astropy before 7.0 clips float32 with bottleneck's drifting sums
+        clipped = clip(np.ma.masked_invalid(region.pixels.astype(np.float64)))
         kept = clipped.compressed()
         lo, hi = np.floor(kept.min()), np.ceil(kept.max())
         edges = np.arange(lo, hi + bin_width + 1, bin_width) - 0.5
