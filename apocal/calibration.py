@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from astropy import units as u
@@ -41,6 +44,9 @@ from .flat_response import fit_response, illuminated_rows, lamp_spectrum
 from .instrument import Instrument
 from .processing import ProcessedFrame
 from .io import atomic_write_bytes, read_frame, write_frame
+
+if TYPE_CHECKING:
+    from .stacking import StackedImage
 
 __all__ = ["CalibrationSet"]
 
@@ -152,7 +158,8 @@ class CalibrationSet:
                 bad = these if bad is None else bad | these
         return bad
 
-    def add_biases(self, frames, method: str = "median", **options) -> "CalibrationSet":
+    def add_biases(self, frames: Sequence[str | os.PathLike | CCDData], method: str = "median",
+                   **options: Any) -> CalibrationSet:
         """Combine bias frames into ``master_bias`` (electrons).
 
         Parameters
@@ -177,8 +184,8 @@ class CalibrationSet:
         self.master_bias = _as_master(master, "bias", names, self.instrument)
         return self
 
-    def add_darks(self, frames, method: str = "median", hot_sigma: float = 5.0,
-                  **options) -> "CalibrationSet":
+    def add_darks(self, frames: Sequence[str | os.PathLike | CCDData], method: str = "median",
+                  hot_sigma: float = 5.0, **options: Any) -> CalibrationSet:
         """Build the dark-current master from dark frames.
 
         With a master bias, the darks are bias-subtracted and combined into a
@@ -256,11 +263,12 @@ class CalibrationSet:
         self._dark_rate = rate
         return self
 
-    def add_flats(self, frames, response: str | None = "spline", *, order: int | None = None,
+    def add_flats(self, frames: Sequence[str | os.PathLike | CCDData],
+                  response: str | None = "spline", *, order: int | None = None,
                   knots: int | None = None, width: int | None = None,
                   method: str = "median", illumination_threshold: float = 0.8,
                   bad_pixel_limits: tuple[float, float] = (0.5, 1.5),
-                  **options) -> "CalibrationSet":
+                  **options: Any) -> CalibrationSet:
         """Build the master flat: pixel response around 1.
 
         Each flat is bias- and dark-subtracted, divided by its own level and
@@ -371,7 +379,8 @@ class CalibrationSet:
         self.master_flat = master
         return self
 
-    def add_arcs(self, frames, method: str = "sum", **options) -> "CalibrationSet":
+    def add_arcs(self, frames: Sequence[str | os.PathLike | CCDData], method: str = "sum",
+                 **options: Any) -> CalibrationSet:
         """Sum bias- and dark-subtracted arc frames into ``master_arc``.
 
         Saturated and non-linear pixels are kept in the sum and flagged; a
@@ -429,7 +438,8 @@ class CalibrationSet:
     # ------------------------------------------------------------------
     # Science
     # ------------------------------------------------------------------
-    def calibrate(self, frame, *, cosmic_rays: bool = False, **cosmic_options) -> CCDData:
+    def calibrate(self, frame: str | os.PathLike | CCDData, *, cosmic_rays: bool = False,
+                  **cosmic_options: Any) -> CCDData:
         """Calibrate a science frame to electrons.
 
         process (overscan, trim, gain) -> subtract the master bias ->
@@ -474,7 +484,7 @@ class CalibrationSet:
     # ------------------------------------------------------------------
     # Files
     # ------------------------------------------------------------------
-    def write(self, directory, overwrite: bool = False) -> list[Path]:
+    def write(self, directory: str | os.PathLike, overwrite: bool = False) -> list[Path]:
         """Write every master to ``directory`` and a manifest to read them back.
 
         Files: ``master_bias.fits``, ``master_dark.fits`` (or
@@ -517,7 +527,8 @@ class CalibrationSet:
         return written
 
     @classmethod
-    def read(cls, directory, instrument: Instrument | None = None) -> "CalibrationSet":
+    def read(cls, directory: str | os.PathLike,
+             instrument: Instrument | None = None) -> CalibrationSet:
         """Read a set written by `write`.
 
         Parameters
@@ -766,7 +777,8 @@ class CalibrationSet:
     # ------------------------------------------------------------------
     # Stacking
     # ------------------------------------------------------------------
-    def stack(self, frames, *, cosmic_rays: bool = False, **options):
+    def stack(self, frames: Sequence[str | os.PathLike | CCDData], *, cosmic_rays: bool = False,
+              **options: Any) -> StackedImage:
         """Calibrate frames and align and co-add them (`apocal.stack`).
 
         Parameters

@@ -12,9 +12,11 @@ from __future__ import annotations
 import copy
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
+from typing import Any
 
 import numpy as np
 from astropy import units as u
@@ -180,7 +182,8 @@ class Instrument:
     flat_response: str | None = "spline"
     raw_shape: tuple[int, int] | None = None
 
-    def __init__(self, gain=None, read_noise=None, **settings):
+    def __init__(self, gain: float | Sequence[float] | None = None,
+                 read_noise: float | Sequence[float] | None = None, **settings: Any) -> None:
         for key, value in settings.items():
             if key.startswith("_") or not hasattr(type(self), key) \
                     or callable(getattr(type(self), key)):
@@ -192,7 +195,8 @@ class Instrument:
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
-    def with_detector(self, gain=None, read_noise=None) -> "Instrument":
+    def with_detector(self, gain: float | Sequence[float] | None = None,
+                      read_noise: float | Sequence[float] | None = None) -> Instrument:
         """A copy of this instrument with new gain (e-/ADU) and read noise (e-).
 
         One value applies to every amplifier; a sequence gives one per
@@ -218,7 +222,7 @@ class Instrument:
         """
         return False
 
-    def exposure_time(self, header: fits.Header, source=None) -> float:
+    def exposure_time(self, header: fits.Header, source: str | os.PathLike | None = None) -> float:
         """Exposure time in seconds.
 
         Raises
@@ -270,7 +274,7 @@ class Instrument:
         """The header's frame-type value, stripped and lower-case."""
         return str(header.get(self.imagetype_key, "")).strip().lower()
 
-    def classify(self, header: fits.Header, source=None) -> str:
+    def classify(self, header: fits.Header, source: str | os.PathLike | None = None) -> str:
         """Kind of frame: one of ``bias``, ``dark``, ``flat``, ``arc``, ``science``.
 
         The default reads ``imagetype_key`` through ``imagetypes``; a frame
@@ -322,7 +326,8 @@ class Instrument:
                 return value
         return None
 
-    def layout(self, header: fits.Header, shape: tuple[int, int], source=None, *,
+    def layout(self, header: fits.Header, shape: tuple[int, int],
+               source: str | os.PathLike | None = None, *,
                detector: bool = True) -> FrameLayout:
         """Resolve every amplifier's sections, gain and read noise for a frame.
 
@@ -394,7 +399,7 @@ class Instrument:
     # ------------------------------------------------------------------
     # Reading and processing
     # ------------------------------------------------------------------
-    def read(self, path) -> CCDData:
+    def read(self, path: str | os.PathLike) -> CCDData:
         """Read a raw frame as `CCDData` in ADU with its header.
 
         Handles integer (BITPIX 16/32, unsigned via BZERO) and float data,
@@ -412,8 +417,9 @@ class Instrument:
             warnings.simplefilter("ignore", AstropyWarning)
             return CCDData(data, unit=u.adu, meta=header)
 
-    def process(self, frame, overscan: str = "rows", overscan_window: int | None = None,
-                bias=None) -> CCDData:
+    def process(self, frame: str | os.PathLike | CCDData, overscan: str = "rows",
+                overscan_window: int | None = None,
+                bias: np.ndarray | float | None = None) -> CCDData:
         """Turn a raw frame into electrons with an honest uncertainty.
 
         Per amplifier: subtract the overscan level, cut out the data section
@@ -454,8 +460,10 @@ class Instrument:
         """
         return self.prepare(frame, overscan, overscan_window, bias).ccd()
 
-    def prepare(self, frame, overscan: str = "rows", overscan_window: int | None = None,
-                bias=None) -> ProcessedFrame:
+    def prepare(self, frame: str | os.PathLike | CCDData | RawImage | ArrayImage,
+                overscan: str = "rows",
+                overscan_window: int | None = None,
+                bias: np.ndarray | float | None = None) -> ProcessedFrame:
         """Get a frame ready to be processed a block of rows at a time.
 
         Reads the header and the overscan (not the image) and returns a
@@ -484,7 +492,8 @@ class Instrument:
         return ProcessedFrame(self, source, name, layout, header, photons, overscan,
                               overscan_window or self.overscan_window, bias)
 
-    def raw_source(self, frame) -> tuple[RawImage | ArrayImage, str]:
+    def raw_source(self, frame: str | os.PathLike | CCDData | RawImage | ArrayImage
+                   ) -> tuple[RawImage | ArrayImage, str]:
         """A raw frame opened for reading rows, and its name for messages.
 
         A path is opened as an `apocal.io.RawImage` (header only; rows are
@@ -507,7 +516,7 @@ class Instrument:
         ccd, name = self.raw_frame(frame)
         return ArrayImage(ccd), name
 
-    def check_frame(self, header: fits.Header, source=None) -> None:
+    def check_frame(self, header: fits.Header, source: str | os.PathLike | None = None) -> None:
         """Refuse a frame that another built-in instrument recognises as its own.
 
         Only instruments that can recognise their frames (a ``matches``
@@ -526,7 +535,7 @@ class Instrument:
             if other.matches(header):
                 raise FrameError(source, f"is a {other.name} frame, not {self.name}")
 
-    def raw_frame(self, frame) -> tuple[CCDData, str]:
+    def raw_frame(self, frame: str | os.PathLike | CCDData) -> tuple[CCDData, str]:
         """A raw frame in ADU and the name to use for it in messages.
 
         Parameters

@@ -12,8 +12,9 @@ import gzip
 import os
 import shutil
 import tempfile
-import weakref
 import warnings
+import weakref
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
@@ -35,7 +36,7 @@ __all__ = ["read_raw", "read_header", "open_fits", "RawImage", "write_frame", "r
 _FLOAT32_EXACT = 2**24
 
 
-def read_raw(path, extension: int | str = 0) -> tuple[np.ndarray, fits.Header]:
+def read_raw(path: str | os.PathLike, extension: int | str = 0) -> tuple[np.ndarray, fits.Header]:
     """Read the image and header of one raw FITS file.
 
     Parameters
@@ -72,7 +73,7 @@ def read_raw(path, extension: int | str = 0) -> tuple[np.ndarray, fits.Header]:
     return data, header
 
 
-def read_header(path) -> fits.Header:
+def read_header(path: str | os.PathLike) -> fits.Header:
     """The primary header of a FITS file (merged with the first extension's
     when the primary HDU holds no data).
 
@@ -89,7 +90,7 @@ def read_header(path) -> fits.Header:
 
 
 @contextmanager
-def open_fits(path):
+def open_fits(path: str | os.PathLike) -> Iterator[fits.HDUList]:
     """Open a FITS file read-only, turning every failure into a `FrameError`.
 
     astropy's warnings about odd but legal headers are silenced: apocal
@@ -176,7 +177,7 @@ class RawImage:
         If the file is missing, not FITS, or has no 2-D image.
     """
 
-    def __init__(self, path, extension: int | str = 0):
+    def __init__(self, path: str | os.PathLike, extension: int | str = 0) -> None:
         self.path = Path(path)
         self._array = None
         with open_fits(self.path) as hdul:
@@ -289,7 +290,7 @@ def _as_float(data: np.ndarray) -> np.ndarray:
     return data.astype(np.float64)
 
 
-def atomic_write_bytes(path, payload: bytes, overwrite: bool = False) -> Path:
+def atomic_write_bytes(path: str | os.PathLike, payload: bytes, overwrite: bool = False) -> Path:
     """Write ``payload`` to ``path`` so that it is complete or absent.
 
     The bytes go to a temporary file in the same folder, are flushed to
@@ -325,7 +326,8 @@ def atomic_write_bytes(path, payload: bytes, overwrite: bool = False) -> Path:
     return path
 
 
-def write_frame(ccd: CCDData, path, overwrite: bool = False, extra_hdus=None) -> Path:
+def write_frame(ccd: CCDData, path: str | os.PathLike, overwrite: bool = False,
+                extra_hdus: Sequence[fits.ImageHDU | fits.BinTableHDU] | None = None) -> Path:
     """Write a processed or calibrated frame with its uncertainty, mask and flags.
 
     Parameters
@@ -381,7 +383,7 @@ def _to_bytes(hdul: fits.HDUList) -> bytes:
     return buffer.getvalue()
 
 
-def read_frame(path) -> CCDData:
+def read_frame(path: str | os.PathLike) -> CCDData:
     """Read a frame written by :func:`write_frame`, flags included.
 
     Raises

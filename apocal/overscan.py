@@ -30,7 +30,8 @@ OVERSCAN_METHODS = ("rows", "level")
 _POLYORDER = 2
 
 
-def _nanmedian(values: np.ndarray, axis: int | None = None, overwrite_input: bool = False):
+def _nanmedian(values: np.ndarray, axis: int | None = None,
+               overwrite_input: bool = False) -> np.ndarray | float:
     """bottleneck's nanmedian for astropy's ``mad_std(func=...)``: astropy before
     7.0 calls ``func(..., overwrite_input=True)``, which bottleneck does not take."""
     return bn.nanmedian(values, axis=axis)

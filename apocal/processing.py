@@ -12,6 +12,7 @@ combination of many full-size frames never needs them all in memory.
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy import units as u
@@ -23,6 +24,10 @@ from .blocks import map_in_threads
 from .flags import FLAG_DTYPE, Flag
 from .overscan import estimate_overscan
 
+if TYPE_CHECKING:
+    from .instrument import FrameLayout, Instrument
+    from .io import RawImage
+
 __all__ = ["ProcessedFrame", "ArrayImage"]
 
 # Rows read at a time while collecting overscan pixels.
@@ -32,7 +37,7 @@ _OVERSCAN_CHUNK = 512
 class ArrayImage:
     """An in-memory raw frame with the row-reading interface of `apocal.io.RawImage`."""
 
-    def __init__(self, ccd: CCDData):
+    def __init__(self, ccd: CCDData) -> None:
         self.data = np.asarray(ccd.data)
         self.mask = None if ccd.mask is None else np.asarray(ccd.mask, dtype=bool)
         self.header = fits.Header(ccd.meta)
@@ -67,8 +72,9 @@ class ProcessedFrame:
 
     unit = u.electron
 
-    def __init__(self, instrument, source, name, layout, header, photons, overscan,
-                 window, bias=None):
+    def __init__(self, instrument: Instrument, source: RawImage | ArrayImage, name: str,
+                 layout: FrameLayout, header: fits.Header, photons: bool, overscan: str,
+                 window: int, bias: np.ndarray | float | None = None) -> None:
         self.instrument = instrument
         self.name = name
         self.layout = layout
@@ -93,7 +99,8 @@ class ProcessedFrame:
         return self.header
 
     def rows(self, start: int, stop: int, data: np.ndarray | None = None,
-             variance: np.ndarray | None = None, flags: np.ndarray | None = None):
+             variance: np.ndarray | None = None, flags: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Processed rows ``start`` to ``stop - 1``: electrons, variance, flags.
 
         Parameters
