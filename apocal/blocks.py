@@ -9,8 +9,12 @@ every pass over them cheap.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 __all__ = ["WORKERS", "for_each_block", "map_in_threads"]
 
@@ -29,7 +33,7 @@ def for_each_block(n_rows: int, rows_per_block: int, work: Callable[[slice], Non
     map_in_threads(work, blocks)
 
 
-def map_in_threads(function: Callable, items) -> list:
+def map_in_threads(function: Callable[[T], R], items: Iterable[T]) -> list[R]:
     """``[function(item) for item in items]``, on `WORKERS` threads.
 
     An exception in any call is raised here.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 
 from . import __version__
 from .exceptions import ApocalError
@@ -14,7 +15,7 @@ __all__ = ["main"]
 log = logging.getLogger("apocal")
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 on success)."""
     parser = _parser()
     args = parser.parse_args(argv)

@@ -1,7 +1,9 @@
 """Combining frames, with an uncertainty computed from the inputs' own.
 
-ccdproc's `~ccdproc.Combiner` does the combining and the rejection
-(sigma clipping, min/max limits, extrema). What apocal changes is the
+The rejection (min/max limits, extrema) and the combination follow
+ccdproc's `~ccdproc.Combiner` (``minmax_clipping``, ``clip_extrema``,
+``median_combine`` and ``average_combine`` with their bottleneck
+functions; a test compares the two). What apocal changes is the
 uncertainty and the bookkeeping:
 
 * the uncertainty comes from the inputs' uncertainties over the frames that
@@ -21,6 +23,10 @@ uncertainty and the bookkeeping:
   are read from their files a block at a time, and the blocks are shared
   between two threads (`apocal.blocks`).
 * the arithmetic is float32, like the frames (ccdproc works in float64).
+* the rejections are made on apocal's own stack and mask of each block,
+  not through a ``Combiner``: its stack is reachable only through an
+  attribute (``data_arr``) that ccdproc's next release makes private, and
+  building one copied every block twice.
 """
 
 from __future__ import annotations
@@ -31,11 +37,8 @@ from collections.abc import Sequence
 
 import bottleneck as bn
 import numpy as np
-from astropy import units as u
 from astropy.io import fits
 from astropy.nddata import CCDData, StdDevUncertainty
-from astropy.utils.exceptions import AstropyWarning
-from ccdproc import Combiner
 
 from . import __version__
 from .blocks import WORKERS, for_each_block
@@ -57,7 +60,7 @@ COMBINE_OPTIONS = ("method", "sigma_clip", "minmax", "extrema", "scale", "exclud
 DEFAULT_EXCLUDE = Flag.SATURATED | Flag.COSMIC_RAY | Flag.NO_DATA
 
 # Working bytes per value of a block (frame x pixel): data, variance and
-# flags read, the Combiner's masked copy, masks and temporaries.
+# flags read, masks and temporaries (argsort's 8-byte indices for extrema).
 _BYTES_PER_VALUE = 48
 # Bytes of the result per pixel: float32 data and sigma, uint16 flags, mask.
 _RESULT_BYTES = 11
@@ -180,7 +183,18 @@ def _check(frames, method, scale):
         raise ValueError(f"scale needs one value per frame ({len(frames)}), got {len(scale)}")
 
 
-def _clip_by_uncertainty(combiner, sigma, sigma_clip, max_iterations=3):
+def _reject_extrema(values, rejected, nlow, nhigh):
+    """Reject the ``nlow`` lowest and ``nhigh`` highest values at each pixel.
+
+    As ccdproc's ``Combiner.clip_extrema``: the values are ranked with
+    those already rejected among them, so a rejected value can count
+    towards ``nhigh`` (NaN ranks highest).
+    """
+    order = np.argsort(values, axis=0)
+    np.put_along_axis(rejected, order[np.arange(-nhigh, nlow)], True, axis=0)
+
+
+def _clip_by_uncertainty(values, rejected, sigma, sigma_clip, max_iterations=3):
     """Reject values far from the stack median in units of their own uncertainty.
 
     This is IRAF's "ccdclip": the deviation of a value is judged against
@@ -189,11 +203,12 @@ def _clip_by_uncertainty(combiner, sigma, sigma_clip, max_iterations=3):
     that a 3-sigma cut rejects good values, and the combined uncertainty is
     then too small). After the first pass only the pixels where something
     was rejected are looked at again: elsewhere nothing has changed.
+    ``rejected`` (frames, ...) is updated in place.
     """
     low, high = np.broadcast_to(sigma_clip, 2)
     n_frames = len(sigma)
-    values = combiner.data_arr.data.reshape(n_frames, -1)
-    mask = combiner.data_arr.mask.reshape(n_frames, -1)     # views: rejections go in place
+    values = values.reshape(n_frames, -1)
+    mask = rejected.reshape(n_frames, -1)                   # a view: rejections go in place
     sigma = sigma.reshape(n_frames, -1)
     pixels = np.arange(values.shape[1])
     for iteration in range(max_iterations):
@@ -216,46 +231,44 @@ def _clip_by_uncertainty(combiner, sigma, sigma_clip, max_iterations=3):
         pixels = pixels[changed]
 
 
-def _no_uncertainty(data, axis=0, **_):
-    """Stand-in for ccdproc's uncertainty: apocal computes its own below."""
-    return np.zeros(np.shape(data)[1:], dtype=np.float32)
-
-
 def _combine_block(stack, variance, frame_flags, factors, method, sigma_clip, minmax, extrema,
                    exclude, data_out, sigma_out, flags_out):
     """Combine one block of rows: ``stack``, ``variance`` and ``frame_flags``
-    are (frames, rows, columns); results go into the three output views."""
+    are (frames, rows, columns); results go into the three output views.
+    ``stack`` and ``variance`` are overwritten (scaled, rejected values NaN)."""
     n_frames = len(stack)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", AstropyWarning)
-        combiner = Combiner([CCDData(stack[i], unit=u.dimensionless_unscaled,
-                                     mask=(frame_flags[i] & exclude) != 0)
-                             for i in range(n_frames)], dtype=np.float32)
+    rejected = (frame_flags & exclude) != 0
     if minmax is not None:   # limits apply to the values as measured
-        combiner.minmax_clipping(min_clip=minmax[0], max_clip=minmax[1])
+        if minmax[0] is not None:
+            rejected |= stack < minmax[0]
+        if minmax[1] is not None:
+            rejected |= stack > minmax[1]
     if not np.all(factors == 1):
         # Scale in place once, so that rejection and combination both see the
         # scaled values (ccdproc's clip_extrema and sigma_clipping ignore scaling).
-        combiner.data_arr.data[...] *= factors.astype(np.float32)[:, None, None]
+        stack *= factors.astype(np.float32)[:, None, None]
         variance *= (factors**2).astype(np.float32)[:, None, None]
     if extrema is not None:
-        combiner.clip_extrema(nlow=int(extrema[0]), nhigh=int(extrema[1]))
+        _reject_extrema(stack, rejected, int(extrema[0]), int(extrema[1]))
     if sigma_clip is not None:
-        _clip_by_uncertainty(combiner, np.sqrt(variance), sigma_clip)
+        _clip_by_uncertainty(stack, rejected, np.sqrt(variance), sigma_clip)
 
-    used = ~np.ma.getmaskarray(combiner.data_arr)
+    used = ~rejected
     n_used = used.sum(axis=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-rejected pixels
-        if method == "median":
-            values = combiner.median_combine(uncertainty_func=_no_uncertainty).data
-        else:
-            values = combiner.average_combine(uncertainty_func=_no_uncertainty).data
+    empty = n_used == 0
+    if empty.any():
+        # Keep the image finite: take every frame's value where none was
+        # usable; the pixel is flagged NO_DATA so nothing trusts it.
+        fallback = np.median(stack, axis=0) if method == "median" else stack.mean(axis=0)
+        fallback_sigma = np.sqrt(variance.sum(axis=0)) / n_frames
     if frame_flags.any():
         combined_flags = np.bitwise_or.reduce(np.where(used, frame_flags, 0), axis=0)
     else:
         combined_flags = np.zeros(n_used.shape, FLAG_DTYPE)
 
+    if rejected.any():
+        np.copyto(stack, np.float32(np.nan), where=rejected)
+    values = bn.nanmedian(stack, axis=0) if method == "median" else bn.nanmean(stack, axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         if method == "median":
             # The median of n values of unequal variances varies as
@@ -270,13 +283,7 @@ def _combine_block(stack, variance, frame_flags, factors, method, sigma_clip, mi
             values = values * n_frames
             sigma = sigma * n_frames
 
-    empty = n_used == 0
     if empty.any():
-        # Keep the image finite: take every frame's value where none was
-        # usable; the pixel is flagged NO_DATA so nothing trusts it.
-        scaled = combiner.data_arr.data
-        fallback = np.median(scaled, axis=0) if method == "median" else scaled.mean(axis=0)
-        fallback_sigma = np.sqrt(variance.sum(axis=0)) / n_frames
         if method == "sum":
             fallback, fallback_sigma = fallback * n_frames, fallback_sigma * n_frames
         values = np.where(empty, fallback, values)

@@ -15,6 +15,8 @@ that are already in electrons and bias-subtracted:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from astropy import units as u
 from astropy.nddata import CCDData, StdDevUncertainty
@@ -30,7 +32,7 @@ LACOSMIC_OPTIONS = ("sigclip", "sigfrac", "objlim", "niter", "sepmed", "cleantyp
                     "psfmodel", "psffwhm", "psfsize")
 
 
-def reject_cosmic_rays(ccd: CCDData, read_noise: float, **options) -> CCDData:
+def reject_cosmic_rays(ccd: CCDData, read_noise: float, **options: Any) -> CCDData:
     """Find and replace cosmic-ray hits in a calibrated frame.
 
     Parameters

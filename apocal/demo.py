@@ -5,6 +5,7 @@ without data of their own."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from .exceptions import ApocalError
@@ -28,7 +29,8 @@ _PLAN = (
 )
 
 
-def run_demo(output_dir="apocal-demo", *, size: str = "small", overwrite: bool = False,
+def run_demo(output_dir: str | os.PathLike = "apocal-demo", *, size: str = "small",
+             overwrite: bool = False,
              progress: bool = False) -> Reduction:
     """Simulate a night into ``output_dir/raw`` and reduce it into ``output_dir/reduced``.
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from astropy.io import fits
 
@@ -17,7 +20,9 @@ from .io import read_header
 __all__ = ["instrument_for", "load_instrument"]
 
 
-def instrument_for(path_or_header, candidates=None, filename: str | None = None) -> Instrument:
+def instrument_for(path_or_header: str | os.PathLike | fits.Header,
+                   candidates: Sequence[type[Instrument]] | None = None,
+                   filename: str | None = None) -> Instrument:
     """The instrument that wrote a frame, recognised from its header.
 
     Parameters
@@ -61,7 +66,7 @@ def instrument_for(path_or_header, candidates=None, filename: str | None = None)
                                  f"Instrument subclass")
 
 
-def load_instrument(spec: str, **settings) -> Instrument:
+def load_instrument(spec: str, **settings: Any) -> Instrument:
     """An instrument from a name or a user's class.
 
     Parameters

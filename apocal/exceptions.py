@@ -34,7 +34,7 @@ class FrameError(ApocalError):
         What is wrong with it, in words a user can act on.
     """
 
-    def __init__(self, source, problem: str):
+    def __init__(self, source: str | os.PathLike | None, problem: str) -> None:
         self.source = os.fspath(source) if source is not None else None
         self.problem = problem
         where = self.source if self.source is not None else "<in-memory frame>"

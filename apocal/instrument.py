@@ -19,10 +19,12 @@ import inspect
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar
+from typing import Any
 
 import numpy as np
 from astropy import units as u
@@ -34,7 +36,7 @@ from . import __version__
 from .exceptions import FrameError
 from .flags import FLAG_DTYPE, Flag
 from .io import RawImage, read_raw
-from .layout import AmplifierLayout, FrameLayout, resolve_layout
+from .layout import AmplifierLayout, FrameLayout, ImageLookup, resolve_layout
 from .overscan import OVERSCAN_METHODS
 from .processing import ArrayImage, ProcessedFrame
 
@@ -198,7 +200,8 @@ class Instrument:
     flat_response: str | None = "spline"
     raw_shape: tuple[int, int] | None = None
 
-    def __init__(self, gain=None, read_noise=None, **settings):
+    def __init__(self, gain: float | Sequence[float] | None = None,
+                 read_noise: float | Sequence[float] | None = None, **settings: Any) -> None:
         for key, value in settings.items():
             if key.startswith("_") or not hasattr(type(self), key) \
                     or callable(getattr(type(self), key)):
@@ -211,7 +214,9 @@ class Instrument:
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
-    def with_detector(self, gain=None, read_noise=None, source: str = "given") -> "Instrument":
+    def with_detector(self, gain: float | Sequence[float] | None = None,
+                      read_noise: float | Sequence[float] | None = None,
+                      source: str = "given") -> Instrument:
         """A copy of this instrument with new gain (e-/ADU) and read noise (e-).
 
         One value applies to every amplifier; a sequence gives one per
@@ -279,7 +284,7 @@ class Instrument:
             return bool(cls.matches(header, filename))
         return bool(cls.matches(header))
 
-    def exposure_time(self, header: fits.Header, source=None) -> float:
+    def exposure_time(self, header: fits.Header, source: str | os.PathLike | None = None) -> float:
         """Exposure time in seconds.
 
         Raises
@@ -404,8 +409,9 @@ class Instrument:
         """True when a subclass reads its sections its own way."""
         return cls.header_sections is not Instrument.header_sections
 
-    def layout(self, header: fits.Header, shape: tuple[int, int], source=None, *,
-               detector: bool = True, images=None) -> FrameLayout:
+    def layout(self, header: fits.Header, shape: tuple[int, int],
+               source: str | os.PathLike | None = None, *, detector: bool = True,
+               images: ImageLookup | None = None) -> FrameLayout:
         """Resolve every amplifier's sections, gain and read noise for a frame.
 
         Parameters
@@ -449,7 +455,7 @@ class Instrument:
     # ------------------------------------------------------------------
     # Reading and processing
     # ------------------------------------------------------------------
-    def read(self, path) -> CCDData:
+    def read(self, path: str | os.PathLike) -> CCDData:
         """Read a raw frame as `CCDData` in ADU with its header.
 
         Handles integer (BITPIX 16/32, unsigned via BZERO) and float data,
@@ -467,8 +473,9 @@ class Instrument:
             warnings.simplefilter("ignore", AstropyWarning)
             return CCDData(data, unit=u.adu, meta=header)
 
-    def process(self, frame, overscan: str = "rows", overscan_window: int | None = None,
-                bias=None, kind: str | None = None) -> CCDData:
+    def process(self, frame: str | os.PathLike | CCDData, overscan: str = "rows",
+                overscan_window: int | None = None, bias: np.ndarray | float | None = None,
+                kind: str | None = None) -> CCDData:
         """Turn a raw frame into electrons with an honest uncertainty.
 
         Per amplifier: subtract the overscan level, cut out the data section
@@ -519,8 +526,10 @@ class Instrument:
         """
         return self.prepare(frame, overscan, overscan_window, bias, kind).ccd()
 
-    def prepare(self, frame, overscan: str = "rows", overscan_window: int | None = None,
-                bias=None, kind: str | None = None) -> ProcessedFrame:
+    def prepare(self, frame: str | os.PathLike | CCDData | RawImage | ArrayImage,
+                overscan: str = "rows", overscan_window: int | None = None,
+                bias: np.ndarray | float | None = None,
+                kind: str | None = None) -> ProcessedFrame:
         """Get a frame ready to be processed a block of rows at a time.
 
         Reads the header and the overscan (not the image) and returns a
@@ -570,7 +579,8 @@ class Instrument:
         header["BUNIT"] = ("electron", "processed by apocal")
         return header
 
-    def raw_source(self, frame) -> tuple[RawImage | ArrayImage, str]:
+    def raw_source(self, frame: str | os.PathLike | CCDData | RawImage | ArrayImage
+                   ) -> tuple[RawImage | ArrayImage, str]:
         """A raw frame opened for reading rows, and its name for messages.
 
         A path is opened as an `apocal.io.RawImage` (header only; rows are
@@ -593,7 +603,7 @@ class Instrument:
         ccd, name = self.raw_frame(frame)
         return ArrayImage(ccd), name
 
-    def check_frame(self, header: fits.Header, source=None) -> None:
+    def check_frame(self, header: fits.Header, source: str | os.PathLike | None = None) -> None:
         """Refuse a frame that is not this instrument's raw frame.
 
         A frame apocal (or another pipeline) has already processed or
@@ -621,7 +631,7 @@ class Instrument:
             if other.recognises(header, filename):
                 raise FrameError(source, f"is a {other.name} frame, not {self.name}")
 
-    def raw_frame(self, frame) -> tuple[CCDData, str]:
+    def raw_frame(self, frame: str | os.PathLike | CCDData) -> tuple[CCDData, str]:
         """A raw frame in ADU and the name to use for it in messages.
 
         Parameters

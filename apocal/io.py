@@ -14,8 +14,9 @@ import lzma
 import os
 import shutil
 import tempfile
-import weakref
 import warnings
+import weakref
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
@@ -38,7 +39,7 @@ __all__ = ["read_raw", "read_header", "open_fits", "RawFile", "RawImage", "write
 _FLOAT32_EXACT = 2**24
 
 
-def read_raw(path, extension: int | str = 0) -> tuple[np.ndarray, fits.Header]:
+def read_raw(path: str | os.PathLike, extension: int | str = 0) -> tuple[np.ndarray, fits.Header]:
     """Read the image and header of one raw FITS file, exactly.
 
     Parameters
@@ -76,7 +77,7 @@ def read_raw(path, extension: int | str = 0) -> tuple[np.ndarray, fits.Header]:
     return data, image.header
 
 
-def read_header(path) -> fits.Header:
+def read_header(path: str | os.PathLike) -> fits.Header:
     """The header describing a FITS file's image: the primary header, merged
     with the first image extension's when the primary HDU holds no data (a
     multi-extension file), as `read_raw` gives it.
@@ -96,7 +97,7 @@ def read_header(path) -> fits.Header:
 
 
 @contextmanager
-def open_fits(path):
+def open_fits(path: str | os.PathLike) -> Iterator[fits.HDUList]:
     """Open a FITS file read-only, turning every failure into a `FrameError`.
 
     astropy's warnings about odd but legal headers are silenced: apocal
@@ -298,7 +299,8 @@ class RawImage:
         If the file is missing, not FITS, or has no 2-D image.
     """
 
-    def __init__(self, path, extension: int | str = 0, *, _file: RawFile | None = None):
+    def __init__(self, path: str | os.PathLike, extension: int | str = 0, *,
+                 _file: RawFile | None = None) -> None:
         self.file = _file if _file is not None else RawFile(path)
         self.path = self.file.path
         self.extension = self.file.index(extension)
@@ -422,7 +424,7 @@ def fits_error_reason(err: Exception) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def atomic_write_bytes(path, payload: bytes, overwrite: bool = False) -> Path:
+def atomic_write_bytes(path: str | os.PathLike, payload: bytes, overwrite: bool = False) -> Path:
     """Write ``payload`` to ``path`` so that it is complete or absent.
 
     The bytes go to a temporary file in the same folder, are flushed to
@@ -458,7 +460,8 @@ def atomic_write_bytes(path, payload: bytes, overwrite: bool = False) -> Path:
     return path
 
 
-def write_frame(ccd: CCDData, path, overwrite: bool = False, extra_hdus=None) -> Path:
+def write_frame(ccd: CCDData, path: str | os.PathLike, overwrite: bool = False,
+                extra_hdus: Sequence[fits.ImageHDU | fits.BinTableHDU] | None = None) -> Path:
     """Write a processed or calibrated frame with its uncertainty, mask and flags.
 
     Parameters
@@ -514,7 +517,7 @@ def _to_bytes(hdul: fits.HDUList) -> bytes:
     return buffer.getvalue()
 
 
-def read_frame(path) -> CCDData:
+def read_frame(path: str | os.PathLike) -> CCDData:
     """Read a frame written by :func:`write_frame`, flags included.
 
     Raises

@@ -17,11 +17,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from io import StringIO
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
@@ -33,6 +35,9 @@ from .grouping import Group, group_frames
 from .instrument import Instrument
 from .io import atomic_write_bytes, read_header, write_frame
 from .survey import FrameInfo, survey, survey_table
+
+if TYPE_CHECKING:
+    from .stacking import StackedImage
 
 __all__ = ["ReductionOptions", "Reduction", "reduce_night", "RUN_FILE", "SUMMARY_FILE"]
 
@@ -126,7 +131,7 @@ class Reduction:
                 lines.append(f"group {group['label']} produced no calibrated frame: {why}")
         return lines
 
-    def stack(self, target: str | None = None, **options):
+    def stack(self, target: str | None = None, **options: Any) -> StackedImage:
         """Align and co-add the calibrated science frames of one target
         (`apocal.stack`).
 
@@ -164,7 +169,8 @@ class Reduction:
         return stack(chosen, **options)
 
 
-def reduce_night(raw_dir, output_dir, *, instrument: Instrument | None = None,
+def reduce_night(raw_dir: str | os.PathLike, output_dir: str | os.PathLike, *,
+                 instrument: Instrument | None = None,
                  options: ReductionOptions | None = None, overwrite: bool = False,
                  progress: bool = False, report: bool = True) -> Reduction:
     """Reduce every group of frames in ``raw_dir`` into ``output_dir``.

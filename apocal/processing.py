@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy import units as u
@@ -24,6 +25,10 @@ from astropy.wcs import WCS
 from .blocks import map_in_threads
 from .flags import FLAG_DTYPE, Flag, flags_of
 from .overscan import estimate_overscan
+
+if TYPE_CHECKING:
+    from .instrument import FrameLayout, Instrument
+    from .io import RawImage
 
 __all__ = ["ProcessedFrame", "ArrayImage", "InMemoryFrame", "split_wcs"]
 
@@ -38,7 +43,7 @@ _FLOAT32_EXACT = 2**24
 class ArrayImage:
     """An in-memory raw frame with the row-reading interface of `apocal.io.RawImage`."""
 
-    def __init__(self, ccd: CCDData):
+    def __init__(self, ccd: CCDData) -> None:
         self.data = np.asarray(ccd.data)
         self.mask = None if ccd.mask is None else np.asarray(ccd.mask, dtype=bool)
         self.header = fits.Header(ccd.meta)
@@ -96,8 +101,9 @@ class ProcessedFrame:
 
     unit = u.electron
 
-    def __init__(self, instrument, sources, name, layout, header, photons, overscan,
-                 window, bias=None):
+    def __init__(self, instrument: Instrument, sources: dict[int | str, RawImage | ArrayImage],
+                 name: str, layout: FrameLayout, header: fits.Header, photons: bool,
+                 overscan: str, window: int, bias: np.ndarray | float | None = None) -> None:
         self.instrument = instrument
         self.name = name
         self.layout = layout
@@ -121,7 +127,8 @@ class ProcessedFrame:
         return self.header
 
     def rows(self, start: int, stop: int, data: np.ndarray | None = None,
-             variance: np.ndarray | None = None, flags: np.ndarray | None = None):
+             variance: np.ndarray | None = None, flags: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Processed rows ``start`` to ``stop - 1``: electrons, variance, flags.
 
         Parameters

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import logging
+import os
 from io import BytesIO
 from pathlib import Path
 
@@ -38,7 +39,8 @@ img { max-width: 36em; border: 1px solid #ddd; }
 """
 
 
-def write_report(output_dir, summary: dict, contexts: dict | None = None) -> Path:
+def write_report(output_dir: str | os.PathLike, summary: dict,
+                 contexts: dict | None = None) -> Path:
     """Write ``report.html`` and its figures into ``output_dir``.
 
     Parameters

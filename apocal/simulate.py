@@ -22,9 +22,10 @@ and keep every feature, which keeps unit tests fast.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
-from io import BytesIO
 from datetime import datetime, timedelta
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -121,7 +122,7 @@ class Truth:
             return np.zeros_like(self.bias)
         return rate * info["exptime"]
 
-    def save(self, directory, stem: str = "truth") -> None:
+    def save(self, directory: str | os.PathLike, stem: str = "truth") -> None:
         """Write ``<stem>.npz`` and ``<stem>.json`` into ``directory``."""
         directory = Path(directory)
         arrays = {name: getattr(self, name) for name in self._ARRAYS
@@ -139,7 +140,7 @@ class Truth:
                            overwrite=True)
 
     @classmethod
-    def load(cls, directory, stem: str = "truth") -> "Truth":
+    def load(cls, directory: str | os.PathLike, stem: str = "truth") -> Truth:
         """Read the truth `simulate` saved in ``directory`` as ``stem``."""
         directory = Path(directory)
         meta = json.loads((directory / f"{stem}.json").read_text())
@@ -193,7 +194,7 @@ _PROFILES = {
 _GENERIC = _Profile((1000.0,), (0.0,), 1.0, 0.01, np.uint16)
 
 
-def simulate(instrument: Instrument, directory, *, bias: int = 5, dark: int = 0,
+def simulate(instrument: Instrument, directory: str | os.PathLike, *, bias: int = 5, dark: int = 0,
              flat: int = 5, arc: int = 2, science: int = 1, exptime: dict | None = None,
              binning: tuple[int, int] = (1, 1), shape: tuple[int, int] | None = None,
              config: dict | None = None, prefix: str = "", first_number: int = 1,

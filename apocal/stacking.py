@@ -35,11 +35,13 @@ squared weights times the variances, exactly, whatever the projection.
 from __future__ import annotations
 
 import math
+import os
 import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from astropy.io import fits
@@ -52,6 +54,9 @@ from . import __version__
 from .exceptions import FrameError
 from .flags import FLAG_DTYPE, Flag, flags_of
 from .io import read_frame, write_frame
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["stack", "StackedImage", "measure_shifts", "PROJECTIONS"]
 
@@ -122,7 +127,7 @@ class StackedImage:
         return (f"<StackedImage of {len(self.names)} frames, {self.image.shape[1]}x"
                 f"{self.image.shape[0]} pixels, {self.projection}>")
 
-    def write(self, path, overwrite: bool = False) -> Path:
+    def write(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the stack with `apocal.io.write_frame`, plus COVERAGE and EXPOSURE.
 
         The file holds the image (primary HDU), UNCERT, MASK, FLAGS,
@@ -152,7 +157,7 @@ class StackedImage:
         return write_frame(self.image, path, overwrite=overwrite,
                            extra_hdus=[coverage, exposure])
 
-    def plot(self, ax=None, **options):
+    def plot(self, ax: Axes | None = None, **options: Any) -> Axes:
         """Show the stacked image with zscale limits (`apocal.diagnostics.show_frame`).
 
         Parameters
@@ -173,7 +178,9 @@ class StackedImage:
         return show_frame(self.image, ax=ax, **options)
 
 
-def stack(frames: Sequence, *, reference=None, projection: str = "interp",
+def stack(frames: Sequence[str | os.PathLike | CCDData], *,
+          reference: str | int | tuple[WCS, tuple[int, int]] | None = None,
+          projection: str = "interp",
           sigma_clip: float | tuple[float, float] | None = None,
           shifts: Sequence[float] | None = None, spatial_axis: int | None = None,
           exclude: int | None = None, max_shift: int = 30) -> StackedImage:

@@ -91,7 +91,7 @@ class FrameInfo:
         return " ".join(f"{k}={v}" for k, v in self.configuration.items() if v)
 
 
-def survey(raw_dir, instrument: Instrument | None = None) -> list[FrameInfo]:
+def survey(raw_dir: str | os.PathLike, instrument: Instrument | None = None) -> list[FrameInfo]:
     """Describe every FITS file in ``raw_dir``.
 
     Parameters

@@ -1,6 +1,14 @@
 """Sphinx configuration for apocal's documentation."""
 
+import shutil
+from pathlib import Path
+
 import apocal
+
+# automodapi writes a page per public name into api/ and never removes one:
+# start afresh, so that a name taken out of the API does not linger as a page
+# outside every toctree (a warning, which -W makes an error).
+shutil.rmtree(Path(__file__).parent / "api", ignore_errors=True)
 
 project = "apocal"
 author = "apocal developers"

@@ -13,6 +13,18 @@ from apocal.simulate import simulate
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Name apocal's own version in pytest-astropy-header's header (the
+    packages it lists are set in pyproject.toml)."""
+    try:
+        from pytest_astropy_header.display import TESTED_VERSIONS
+    except ImportError:        # the plugin comes with the test extras
+        return
+    import apocal
+
+    TESTED_VERSIONS["apocal"] = apocal.__version__
+
+
 def _shared_data() -> Path:
     return Path(os.environ.get("APOCAL_SHARED_DATA", REPO.parent / "shared" / "data"))
 

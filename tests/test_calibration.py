@@ -7,6 +7,7 @@ import pytest
 from astropy import units as u
 from astropy.io import fits
 from astropy.nddata import CCDData, StdDevUncertainty
+from astropy.tests.helper import assert_quantity_allclose
 
 import apocal
 from apocal import ApocalWarning, CalibrationError, CalibrationSet, Flag, FrameError
@@ -96,7 +97,8 @@ def test_calibrate_does_ccdprocs_arithmetic_in_float32(kosmos):
     # (bad, e.g. 0.12); apocal divides everywhere, and flags those pixels.
     good = ~(cal.master_flat.mask | cal.master_bias.mask | rate.mask)
     assert good.mean() > 0.85                      # all but the unlit slit ends and bad pixels
-    np.testing.assert_allclose(ours.data[good], theirs.data[good], rtol=1e-5, atol=1e-3)
+    assert_quantity_allclose(ours.data[good] * ours.unit, theirs.data[good] * theirs.unit,
+                             rtol=1e-5, atol=1e-3 * u.electron)
     covariance = (2 * rate.header["APBIASCO"] * exptime
                   * cal.master_bias.uncertainty.array.astype(float)**2
                   / cal.master_flat.data.astype(float)**2)

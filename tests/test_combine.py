@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 from astropy import units as u
@@ -103,6 +105,47 @@ def test_min_max_and_extrema():
     assert out.data[0, 0] < 200
     out = combine(frames, "mean", extrema=(1, 1))
     assert out.data[0, 0] < 200 and out.header["COMBEXTR"] == "1,1"
+
+
+@pytest.mark.parametrize("method", ["median", "mean"])
+@pytest.mark.parametrize("options", [{}, {"minmax": (-8.0, 12.0)}, {"extrema": (1, 2)},
+                                     {"minmax": (None, 10.0), "extrema": (2, 1),
+                                      "scale": [1.0, 0.5, 2.0, 1.5, 0.8, 1.2]}])
+def test_rejection_and_combination_are_those_of_ccdprocs_combiner(method, options):
+    """apocal rejects and combines on its own stack; ccdproc's Combiner, given
+    the same frames through its public methods, is the truth: limits on the
+    values as measured, extrema ranked with the masked values among them,
+    bottleneck's nanmedian and nanmean, float32."""
+    from ccdproc import Combiner
+
+    rng = np.random.default_rng(10)
+    frames = _stack(rng, 6, truth=0.0, sigma=5.0, shape=(40, 30))
+    for frame in frames:
+        frame.data[...] = np.round(frame.data / 2) * 2            # ties for the ranking
+        frame.flags = np.where(rng.random(frame.shape) < 0.3, Flag.COSMIC_RAY, 0).astype(np.uint16)
+    ours = combine(frames, method, **options)
+
+    low, high = options.get("minmax", (None, None))
+    given = []
+    for frame, factor in zip(frames, options.get("scale", [1.0] * len(frames))):
+        mask = frame.flags != 0                  # excluded, and outside the limits before scaling
+        if low is not None:
+            mask |= frame.data < low
+        if high is not None:
+            mask |= frame.data > high
+        given.append(CCDData(frame.data * np.float32(factor), unit=u.electron, mask=mask))
+    combiner = Combiner(given, dtype=np.float32)
+    if "extrema" in options:
+        combiner.clip_extrema(*options["extrema"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)                # all-masked pixels
+        theirs = combiner.median_combine() if method == "median" else combiner.average_combine()
+
+    no_data = (ours.flags & Flag.NO_DATA) != 0
+    np.testing.assert_array_equal(no_data, theirs.mask)
+    assert 0 < no_data.sum() < 0.1 * no_data.size
+    assert ours.data.dtype == theirs.data.dtype == np.float32
+    np.testing.assert_array_equal(ours.data[~no_data], theirs.data[~no_data])
 
 
 def test_bad_input():

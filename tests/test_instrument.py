@@ -5,6 +5,7 @@ import pytest
 from astropy import units as u
 from astropy.io import fits
 from astropy.nddata import CCDData
+from astropy.tests.helper import assert_quantity_allclose
 
 from apocal import Amplifier, Flag, FrameError, Instrument
 
@@ -39,11 +40,12 @@ def test_overscan_trim_assemble_and_gain_per_amplifier():
     frame = _raw()
     out = TwoAmp().process(frame, overscan="level")
     assert out.shape == (20, 16) and out.unit == u.electron
-    np.testing.assert_allclose(out.data[:, :8], 500.0, atol=1e-3)
-    np.testing.assert_allclose(out.data[:, 8:], 300.0, atol=1e-3)
+    signal, sigma = out.data * out.unit, out.uncertainty.quantity
+    assert_quantity_allclose(signal[:, :8], 500 * u.electron, atol=1e-3 * u.electron)
+    assert_quantity_allclose(signal[:, 8:], 300 * u.electron, atol=1e-3 * u.electron)
     # sqrt(read noise^2 + signal); the overscan is noise-free here
-    np.testing.assert_allclose(out.uncertainty.array[:, :8], np.sqrt(16 + 500), rtol=1e-5)
-    np.testing.assert_allclose(out.uncertainty.array[:, 8:], np.sqrt(9 + 300), rtol=1e-5)
+    assert_quantity_allclose(sigma[:, :8], np.sqrt(16 + 500) * u.electron, rtol=1e-5)
+    assert_quantity_allclose(sigma[:, 8:], np.sqrt(9 + 300) * u.electron, rtol=1e-5)
     assert out.header["APGAIN2"] == 1.5 and out.header["APOVSC1"] == pytest.approx(1000.0)
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from astropy import units as u
 from astropy.io import fits
+from astropy.tests.helper import assert_quantity_allclose
 
 from apocal import Flag, FrameError
 from apocal.instruments import KOSMOS, SBO, DISBlue, DISRed
@@ -156,5 +157,6 @@ def test_every_arcsat_frame_is_read_classified_and_processed(shared_data):
         assert sbo.classify(raw.header) == ARCSAT_KINDS[path.name.split("_")[0]]
         out = sbo.process(path)
         assert out.shape == (1024, 1024)
-        np.testing.assert_allclose(out.data, raw.data * 1.336, rtol=1e-6)
+        gain = 1.336 * u.electron / u.adu
+        assert_quantity_allclose(out.data * out.unit, raw.data * raw.unit * gain, rtol=1e-6)
         assert np.all(np.isfinite(out.uncertainty.array))

@@ -7,6 +7,7 @@ from astropy import units as u
 from astropy.io import fits
 from astropy.nddata import CCDData, StdDevUncertainty
 from astropy.stats import sigma_clipped_stats
+from astropy.tests.helper import assert_quantity_allclose
 from astropy.wcs import WCS
 from astropy.wcs.utils import pixel_to_pixel
 
@@ -150,7 +151,8 @@ def test_frames_of_other_exposures_are_scaled_and_weighted(sim):
     result = apocal.stack([frames[0], long, *frames[2:]])
     reference = apocal.stack(frames)
     good = interior(result, 6)
-    np.testing.assert_allclose(result.image.data[good], reference.image.data[good], rtol=1e-5)
+    assert_quantity_allclose(result.image.data[good] * result.image.unit,
+                             reference.image.data[good] * reference.image.unit, rtol=1e-5)
     assert result.exposure[good].max() == 420.0
     # one weight per frame from its median variance: the same for a scaled copy
     np.testing.assert_allclose(result.weights, reference.weights, rtol=1e-5)

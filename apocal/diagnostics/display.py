@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from astropy.nddata import CCDData
 
 from ..flags import Flag
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
 __all__ = ["show_frame", "axes_or_new"]
 
 
-def axes_or_new(ax=None):
+def axes_or_new(ax: Axes | None = None) -> Axes:
     """``ax``, or the Axes of a new figure when ``ax`` is None."""
     if ax is None:
         import matplotlib.pyplot as plt
@@ -19,8 +24,10 @@ def axes_or_new(ax=None):
     return ax
 
 
-def show_frame(frame, *, mask=None, title: str | None = None, ax=None, cmap: str = "gray",
-               mask_color: str = "red", mask_alpha: float = 0.5, colorbar: bool = True):
+def show_frame(frame: CCDData | np.ndarray, *, mask: bool | np.ndarray | Flag | None = None,
+               title: str | None = None, ax: Axes | None = None, cmap: str = "gray",
+               mask_color: str = "red", mask_alpha: float = 0.5,
+               colorbar: bool = True) -> Axes:
     """Display a frame or master with zscale limits and a colour bar.
 
     Parameters

@@ -4,11 +4,15 @@ illumination along the slit (from a `CalibrationSet` after ``add_flats``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..calibration import CalibrationSet
 from .display import axes_or_new
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["LampResponse", "lamp_response", "SlitIllumination", "slit_illumination"]
 
@@ -45,7 +49,7 @@ class LampResponse:
         with np.errstate(divide="ignore", invalid="ignore"):
             return self.spectrum / self.response
 
-    def plot(self, ax=None):
+    def plot(self, ax: Axes | None = None) -> Axes:
         """Spectrum and fit on ``ax``; their ratio in a panel below it.
         Returns the upper Axes."""
         from mpl_toolkits.axes_grid1 import make_axes_locatable
@@ -105,7 +109,7 @@ class SlitIllumination:
         step = np.diff(np.concatenate(([0], self.illuminated.astype(int), [0])))
         return list(zip(np.flatnonzero(step == 1), np.flatnonzero(step == -1) - 1))
 
-    def plot(self, ax=None):
+    def plot(self, ax: Axes | None = None) -> Axes:
         """The profile, with the illuminated part shaded; returns the Axes."""
         ax = axes_or_new(ax)
         ax.plot(np.arange(self.profile.size), self.profile, color="0.2", lw=1,

@@ -9,6 +9,8 @@ cut out sections.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ __all__ = ["load_raw", "load_raws", "raw_layout", "overscan_level", "data_sectio
            "beyond_linear"]
 
 
-def load_raw(frame, instrument: Instrument) -> tuple[CCDData, str]:
+def load_raw(frame: str | os.PathLike | CCDData, instrument: Instrument) -> tuple[CCDData, str]:
     """A raw frame in ADU and a short name for it (the file name).
 
     Raises
@@ -35,7 +37,8 @@ def load_raw(frame, instrument: Instrument) -> tuple[CCDData, str]:
     return ccd, Path(name).name
 
 
-def load_raws(frames, instrument: Instrument, shape: tuple[int, int] | None = None
+def load_raws(frames: Sequence[str | os.PathLike | CCDData], instrument: Instrument,
+              shape: tuple[int, int] | None = None
               ) -> list[tuple[CCDData, str]]:
     """`load_raw` for several frames, which must all have one shape (``shape``,
     or that of the first frame).
@@ -54,7 +57,8 @@ def load_raws(frames, instrument: Instrument, shape: tuple[int, int] | None = No
     return loaded
 
 
-def raw_layout(ccd: CCDData, instrument: Instrument, source=None) -> FrameLayout:
+def raw_layout(ccd: CCDData, instrument: Instrument,
+               source: str | os.PathLike | None = None) -> FrameLayout:
     """The amplifiers of a raw frame; gain and read noise are NaN when unknown."""
     return instrument.layout(fits.Header(ccd.meta), ccd.shape, source, detector=False)
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+from astropy.nddata import CCDData
 from astropy.stats import SigmaClip
 
 from ..instrument import Instrument
 from .display import axes_or_new
 from .regions import raw_regions
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["RegionHistograms", "region_histograms"]
 
@@ -41,7 +47,7 @@ class RegionHistograms:
     n_rejected: tuple[int, ...]
     sigma: float
 
-    def plot(self, ax=None, log: bool = True):
+    def plot(self, ax: Axes | None = None, log: bool = True) -> Axes:
         """One step curve per region (counts against ADU); returns the Axes."""
         ax = axes_or_new(ax)
         for label, centres, counts in zip(self.labels, self.centres, self.counts):
@@ -55,7 +61,8 @@ class RegionHistograms:
         return ax
 
 
-def region_histograms(frame, instrument: Instrument, sigma: float = 5.0,
+def region_histograms(frame: str | os.PathLike | CCDData, instrument: Instrument,
+                      sigma: float = 5.0,
                       bin_width: int = 1) -> RegionHistograms:
     """Histogram each amplifier's data and overscan sections of a raw frame.
 
@@ -85,7 +92,8 @@ def region_histograms(frame, instrument: Instrument, sigma: float = 5.0,
     clip = SigmaClip(sigma=sigma, maxiters=5)
     centres, counts, rejected = [], [], []
     for region in regions:
-        clipped = clip(np.ma.masked_invalid(region.pixels))
+        # float64: astropy before 7.0 clips float32 with bottleneck's drifting sums
+        clipped = clip(np.ma.masked_invalid(region.pixels.astype(np.float64)))
         kept = clipped.compressed()
         lo, hi = np.floor(kept.min()), np.ceil(kept.max())
         edges = np.arange(lo, hi + bin_width + 1, bin_width) - 0.5

@@ -3,16 +3,23 @@ non-linear regime."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.io import fits
+from astropy.nddata import CCDData
 from astropy.table import Table
 
 from ..exceptions import FrameError
 from ..instrument import AmplifierLayout, Instrument
 from .display import axes_or_new
 from .frames import beyond_linear, data_section, load_raws, raw_layout
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["Linearity", "linearity", "NonlinearFrame", "NonlinearCheck", "nonlinear_check"]
 
@@ -69,7 +76,7 @@ class Linearity:
         levels = np.where(beyond, self.raw_level, np.inf).min(axis=1)
         return np.where(np.isfinite(levels), levels, np.nan)
 
-    def plot(self, ax=None):
+    def plot(self, ax: Axes | None = None) -> Axes:
         """Deviation from linear (%) against signal, per amplifier, with the
         non-linearity level marked; the signal against exposure time and
         the fitted line are drawn in a panel above. Returns the lower Axes."""
@@ -99,7 +106,8 @@ class Linearity:
         return ax
 
 
-def linearity(flats, instrument: Instrument, biases=None, *, box: float = 0.5,
+def linearity(flats: Sequence[str | os.PathLike | CCDData], instrument: Instrument,
+              biases: Sequence[str | os.PathLike | CCDData] | None = None, *, box: float = 0.5,
               fit_below: float | None = None) -> Linearity:
     """Measure how the signal grows with exposure time.
 
@@ -225,7 +233,7 @@ class NonlinearCheck:
         table.meta["threshold"] = self.threshold
         return table
 
-    def plot(self, ax=None):
+    def plot(self, ax: Axes | None = None) -> Axes:
         """Peak raw value of each frame (red when past the threshold), with
         the non-linearity and saturation levels; returns the Axes."""
         ax = axes_or_new(ax)
@@ -242,7 +250,8 @@ class NonlinearCheck:
         return ax
 
 
-def nonlinear_check(frames, instrument: Instrument) -> NonlinearCheck:
+def nonlinear_check(frames: Sequence[str | os.PathLike | CCDData],
+                    instrument: Instrument) -> NonlinearCheck:
     """Find the frames (arcs, flats...) whose data sections reach the
     non-linear regime: raw values above ``instrument.nonlinear``, or at
     ``instrument.saturation`` when it has no non-linearity level.

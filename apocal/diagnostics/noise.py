@@ -7,9 +7,13 @@ electrons with the instrument's quoted gain (NaN when it is unknown; use
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+from astropy.nddata import CCDData
 from astropy.table import Table
 from scipy.stats import chi2
 
@@ -17,6 +21,9 @@ from ..instrument import Instrument
 from .display import axes_or_new
 from .frames import data_section, load_raws, raw_layout
 from .tiles import DEFAULT_TILES, clipped_tile_variance, scatter_error, tile_stack
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["ReadNoise", "read_noise_from_pair", "read_noise_from_stack", "difference_noise",
            "stack_noise"]
@@ -81,7 +88,7 @@ class ReadNoise:
                             "error": "electron", "quoted": "electron"},
                      meta={"method": self.method, "files": list(self.files)})
 
-    def plot(self, ax=None):
+    def plot(self, ax: Axes | None = None) -> Axes:
         """Measured read noise (electrons, or ADU when the gain is unknown)
         with its error bar, and the quoted value, per amplifier; returns the Axes."""
         ax = axes_or_new(ax)
@@ -99,7 +106,8 @@ class ReadNoise:
         return ax
 
 
-def read_noise_from_pair(bias1, bias2, instrument: Instrument, *,
+def read_noise_from_pair(bias1: str | os.PathLike | CCDData, bias2: str | os.PathLike | CCDData,
+                         instrument: Instrument, *,
                          tiles: tuple[int, int] = DEFAULT_TILES,
                          sigma: float = 5.0) -> ReadNoise:
     """Read noise from the difference of two biases.
@@ -146,7 +154,7 @@ def difference_noise(first: np.ndarray, second: np.ndarray,
     return float(np.sqrt(np.nanmean(variance))), scatter_error(np.sqrt(variance)), variance
 
 
-def read_noise_from_stack(biases, instrument: Instrument, *,
+def read_noise_from_stack(biases: Sequence[str | os.PathLike | CCDData], instrument: Instrument, *,
                           tiles: tuple[int, int] = DEFAULT_TILES) -> ReadNoise:
     """Read noise from a stack of biases: the typical per-pixel scatter.
 
@@ -194,7 +202,8 @@ def read_noise_from_stack(biases, instrument: Instrument, *,
     return _result("stack", tuple(name for _, name in frames), layout, adu, error)
 
 
-def stack_noise(sections, tiles: tuple[int, int] = DEFAULT_TILES) -> tuple[float, float]:
+def stack_noise(sections: Sequence[np.ndarray],
+                tiles: tuple[int, int] = DEFAULT_TILES) -> tuple[float, float]:
     """Read noise of three or more bias sections and its jackknife
     uncertainty, ADU (the estimate of `read_noise_from_stack`)."""
     cube = np.stack([tile_stack(section, tiles) for section in sections])

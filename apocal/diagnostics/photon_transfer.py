@@ -26,11 +26,15 @@ correlated noise.
 
 from __future__ import annotations
 
+import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.io import fits
+from astropy.nddata import CCDData
 from astropy.table import Table
 
 from ..exceptions import CalibrationError
@@ -39,6 +43,9 @@ from .display import axes_or_new
 from .frames import beyond_linear, data_section, load_raws, raw_layout
 from .noise import difference_noise, stack_noise
 from .tiles import DEFAULT_TILES, clipped_tiles, ratio_error, tile_stack
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["TransferPair", "PhotonTransfer", "photon_transfer", "PAIRINGS"]
 
@@ -168,7 +175,7 @@ class PhotonTransfer:
                             "read_noise_error": "electron", "quoted_read_noise": "electron",
                             "read_noise_adu": "adu"})
 
-    def plot(self, ax=None):
+    def plot(self, ax: Axes | None = None) -> Axes:
         """Variance against signal per amplifier: tiles (dots), flat pairs
         (error bars), the fitted line ``S / g + RN**2`` and, when the gain is
         quoted, the line it predicts (dashed); returns the Axes."""
@@ -201,7 +208,9 @@ class PhotonTransfer:
         return ax
 
 
-def photon_transfer(flats, biases, instrument: Instrument, *, pairing: str = "level",
+def photon_transfer(flats: Sequence[str | os.PathLike | CCDData],
+                    biases: Sequence[str | os.PathLike | CCDData],
+                    instrument: Instrument, *, pairing: str = "level",
                     tiles: tuple[int, int] = DEFAULT_TILES, sigma: float = 5.0,
                     max_spread: float = 0.5) -> PhotonTransfer:
     """Measure gain (e-/ADU) and read noise (e-) per amplifier.

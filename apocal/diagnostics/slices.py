@@ -6,13 +6,18 @@ the brightest line in each cut puts a number on it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.nddata import CCDData
 from scipy.ndimage import median_filter
 
 from .display import axes_or_new
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["DispersionSlices", "dispersion_slices"]
 
@@ -62,7 +67,7 @@ class DispersionSlices:
         the line curvature as numbers."""
         return self.centroids - self.centroids[self.middle]
 
-    def plot(self, ax=None, zoom: float | None = None):
+    def plot(self, ax: Axes | None = None, zoom: float | None = None) -> Axes:
         """Overplot the cuts and mark the line centroids; ``zoom`` (pixels)
         shows only that far either side of the brightest line. Returns the Axes."""
         ax = axes_or_new(ax)
@@ -83,7 +88,8 @@ class DispersionSlices:
         return ax
 
 
-def dispersion_slices(frame, dispersion_axis: int, positions=None,
+def dispersion_slices(frame: CCDData | np.ndarray, dispersion_axis: int,
+                      positions: Sequence[int] | None = None,
                       fractions: tuple[float, ...] = (0.25, 0.5, 0.75), width: int = 5,
                       window: int = 5) -> DispersionSlices:
     """Cut a frame along the dispersion axis at several places along the slit.
