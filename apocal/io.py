@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import shutil
-import tempfile
 import weakref
 import warnings
 from contextlib import contextmanager
@@ -24,11 +22,14 @@ from astropy.io import fits
 from astropy.nddata import CCDData, StdDevUncertainty
 from astropy.utils.exceptions import AstropyWarning
 
+from . import stages
 from .exceptions import FrameError
 from .flags import FLAG_DTYPE, describe_flags
+from .output import write_atomically
+from .scratch import check_room, new_scratch_file, remove_quietly
 
 __all__ = ["read_raw", "read_header", "open_fits", "RawImage", "write_frame", "read_frame",
-           "atomic_write_bytes", "fits_error_reason"]
+           "atomic_write_bytes", "fits_error_reason", "card_text"]
 
 # Largest integer a float32 holds exactly: raw integer frames below it are
 # stored as float32 without loss, halving memory for the common case.
@@ -200,10 +201,10 @@ class RawImage:
             header.remove(key, ignore_missing=True)
         self.header = header
         self._file = self.path
-        if self._array is None and _is_gzip(self.path):
-            self._file = _decompressed_copy(self.path)
-            weakref.finalize(self, os.unlink, self._file)
         row_bytes = self.shape[1] * self._dtype.itemsize
+        if self._array is None and _is_gzip(self.path):
+            self._file = _decompressed_copy(self.path, self._offset + row_bytes * self.shape[0])
+            weakref.finalize(self, remove_quietly, self._file)
         if self._array is None and os.path.getsize(self._file) < self._offset + row_bytes * self.shape[0]:
             raise FrameError(self.path, "cannot be read as FITS (the file is truncated)")
         # float32 holds every integer up to 2**24 ADU exactly, beyond any
@@ -258,15 +259,37 @@ def _is_gzip(path: Path) -> bool:
         return handle.read(2) == b"\x1f\x8b"
 
 
-def _decompressed_copy(path: Path) -> str:
-    """Decompress a gzip file into a temporary file; returns its name."""
-    fd, name = tempfile.mkstemp(prefix="apocal-", suffix=".fits")
+def _decompressed_copy(path: Path, needed: int) -> str:
+    """Decompress the first ``needed`` bytes of a gzip file (what its header
+    declares) into a temporary file (`apocal.scratch`); returns its name.
+
+    The declared size is checked against the free space and a limit first,
+    and nothing beyond it is written: a small file that decompresses to
+    gigabytes fills no disk. The copy is removed if anything, Ctrl-C
+    included, stops it half-way.
+    """
+    refused = check_room(needed)
+    if refused:
+        raise FrameError(path, f"not decompressed: {refused}")
+    fd, name = new_scratch_file()
     try:
         with os.fdopen(fd, "wb") as out, gzip.open(path, "rb") as src:
-            shutil.copyfileobj(src, out, 1 << 22)
+            left, announced = needed, False
+            while left > 0:
+                chunk = src.read(min(left, 1 << 22))
+                if not chunk:
+                    break
+                out.write(chunk)
+                left -= len(chunk)
+                if not announced:
+                    announced = True
+                    stages.reached("decompressing", path.name)
     except (OSError, EOFError) as err:
-        os.unlink(name)
+        remove_quietly(name)
         raise FrameError(path, f"cannot be read as FITS ({fits_error_reason(err)})") from err
+    except BaseException:
+        remove_quietly(name)
+        raise
     return name
 
 
@@ -293,36 +316,28 @@ def atomic_write_bytes(path, payload: bytes, overwrite: bool = False) -> Path:
     """Write ``payload`` to ``path`` so that it is complete or absent.
 
     The bytes go to a temporary file in the same folder, are flushed to
-    disk, and the file is then moved into place in one step. Without
-    ``overwrite`` an existing file is never replaced, even by a concurrent
-    writer.
+    disk, and the file is then moved into place in one step
+    (`apocal.output.write_atomically`: the umask is honoured, and no link
+    is followed inside a protected output folder). Without ``overwrite`` an
+    existing file is never replaced, even by a concurrent writer.
 
     Raises
     ------
     FileExistsError
         If ``path`` exists and ``overwrite`` is False.
+    OSError
+        If it cannot be written; the error names ``path``.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: exists; pass overwrite=True to replace it")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            # link() refuses to replace an existing name: no check-then-write race.
-            os.link(tmp, path)
-            os.unlink(tmp)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_atomically(path, payload, overwrite=overwrite)
+
+
+def card_text(text) -> str:
+    """``text`` as a FITS card can hold it (printable ASCII): other
+    characters become Python escapes (``café.fits`` -> ``caf\\xe9.fits``)."""
+    text = str(text)
+    if text.isascii() and text.isprintable():
+        return text
+    return text.encode("unicode_escape").decode("ascii")
 
 
 def write_frame(ccd: CCDData, path, overwrite: bool = False, extra_hdus=None) -> Path:
