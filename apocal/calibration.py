@@ -40,7 +40,7 @@ from .flags import FLAG_DTYPE, Flag
 from .flat_response import fit_response, illuminated_rows, lamp_spectrum
 from .instrument import Instrument
 from .processing import ProcessedFrame
-from .io import atomic_write_bytes, read_frame, write_frame
+from .io import atomic_write_bytes, card_text, read_frame, write_frame
 
 __all__ = ["CalibrationSet"]
 
@@ -844,7 +844,7 @@ def _as_master(ccd: CCDData, kind: str, names, instrument) -> CCDData:
     header["APVERS"] = (__version__, "apocal version")
     header["NCOMBINE"] = (len(names), "frames combined")
     for index, name in enumerate(names, start=1):
-        header[f"IMCMB{index:03d}"] = Path(name).name
+        header[f"IMCMB{index:03d}"] = card_text(Path(name).name)
     flags = ccd.flags if ccd.flags is not None else np.zeros(ccd.shape, FLAG_DTYPE)
     return CCDData(ccd.data, unit=ccd.unit, uncertainty=ccd.uncertainty, flags=flags,
                    mask=flags != 0, meta=header)
