@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -482,7 +483,10 @@ class CalibrationSet:
         ``master_flat.fits`` (with ILLUM, LAMP and RESPONSE extensions) and
         ``master_arc.fits``, each with UNCERT, MASK and FLAGS extensions and a
         provenance header, plus ``calibration_set.json``. Each file appears
-        complete or not at all; the manifest is written last.
+        complete or not at all; the manifest is written last. With
+        ``overwrite``, masters of an earlier set in ``directory`` that this
+        set does not have (``master_dark.fits`` when this one has none) are
+        removed, so the folder holds this set alone.
 
         Raises
         ------
@@ -497,6 +501,9 @@ class CalibrationSet:
         if existing and not overwrite:
             raise FileExistsError(f"{', '.join(existing)}: exist(s); pass overwrite=True "
                                   f"to replace")
+        stale = _earlier_masters(directory) - {name for name, _, _ in plan}
+        if overwrite and (directory / _MANIFEST).exists():
+            (directory / _MANIFEST).unlink()   # the folder is no set until it is complete
         written = []
         for name, master, extra in plan:
             written.append(write_frame(master, directory / name, overwrite=overwrite,
@@ -514,6 +521,8 @@ class CalibrationSet:
                                           overwrite=overwrite))
         for name, _, key in self._file_keys(plan):
             self._sources[key] = name
+        for name in stale if overwrite else ():
+            (directory / name).unlink(missing_ok=True)
         return written
 
     @classmethod
@@ -798,6 +807,25 @@ class CalibrationSet:
 # ----------------------------------------------------------------------
 # Module helpers
 # ----------------------------------------------------------------------
+# Names `CalibrationSet.write` gives masters.
+_MASTER_NAME = re.compile(r"^master_(bias|dark|flat|arc)(_[0-9.eE+-]+s)?\.fits$")
+
+
+def _earlier_masters(directory: Path) -> set[str]:
+    """Master files an earlier `CalibrationSet.write` left in ``directory``:
+    those its manifest lists, and any file named as a master."""
+    if not directory.is_dir():
+        return set()
+    found = {p.name for p in directory.iterdir() if _MASTER_NAME.match(p.name)}
+    try:
+        listed = json.loads((directory / _MANIFEST).read_text()).get("files", {}).values()
+        found |= {name for name in listed if isinstance(name, str) and "/" not in name
+                  and name not in (".", "..")}
+    except (OSError, ValueError, AttributeError):
+        pass
+    return found
+
+
 def _check_options(options, where, forbidden=()):
     allowed = set(COMBINE_OPTIONS) - {"method"} - set(forbidden)
     unknown = sorted(set(options) - allowed)
