@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,10 @@ from .instrument import Instrument
 from .io import read_header
 
 __all__ = ["FrameInfo", "survey", "survey_table"]
+
+# File names taken for FITS files (ccdproc's ImageFileCollection's choice).
+_FITS_ENDINGS = tuple(f".{ext}{comp}" for ext in ("fit", "fits", "fts")
+                      for comp in ("", ".gz", ".bz2", ".z", ".zip", ".fz"))
 
 
 @dataclass
@@ -105,18 +110,17 @@ def survey(raw_dir, instrument: Instrument | None = None) -> list[FrameInfo]:
         raise ApocalError(f"{raw_dir}: not a folder")
     if not os.access(raw_dir, os.R_OK | os.X_OK):
         raise ApocalError(f"{raw_dir}: folder cannot be read")
-    collection = _collection(raw_dir)
+    names, odd = _fits_names(raw_dir)
     headers = {}
-    if len(collection.files):
+    if names:
+        collection = _collection(raw_dir, names)
         with _quiet():
             for header, name in collection.headers(return_fname=True):
                 headers[name] = header
-    infos = []
-    for name in sorted(collection.files):
-        path = raw_dir / name
-        header = headers.get(name)
-        infos.append(_describe(path, header, instrument))
-    return infos
+    infos = [FrameInfo(raw_dir / name, problem=problem) for name, problem in odd.items()]
+    for name in names:
+        infos.append(_describe(raw_dir / name, headers.get(name), instrument))
+    return sorted(infos, key=lambda info: info.name)
 
 
 def survey_table(infos: list[FrameInfo]) -> Table:
@@ -143,9 +147,42 @@ def survey_table(infos: list[FrameInfo]) -> Table:
     return table
 
 
-def _collection(raw_dir: Path) -> ImageFileCollection:
+def _collection(raw_dir: Path, names: list[str]) -> ImageFileCollection:
     with _quiet():
-        return ImageFileCollection(str(raw_dir), keywords="*")
+        return ImageFileCollection(str(raw_dir), keywords="*", filenames=names)
+
+
+def _fits_names(raw_dir: Path) -> tuple[list[str], dict[str, str]]:
+    """Names of the FITS files in ``raw_dir`` (by extension, as ccdproc
+    finds them) that are regular files, and the reason for the others: a
+    FIFO named ``x.fits`` would make a reader wait for ever."""
+    names = [name for name in os.listdir(raw_dir) if name.lower().endswith(_FITS_ENDINGS)]
+    regular, odd = [], {}
+    for name in names:
+        path = raw_dir / name
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            odd[name] = "broken symbolic link (what it points to does not exist)" \
+                if path.is_symlink() else "no such file"
+            continue
+        except OSError as err:
+            odd[name] = f"cannot be read ({err.strerror})"
+            continue
+        if stat.S_ISREG(mode):
+            regular.append(name)
+        else:
+            odd[name] = f"is not a regular file ({_file_type(mode)}); not read"
+    return sorted(regular), odd
+
+
+def _file_type(mode: int) -> str:
+    for test, word in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a folder"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return word
+    return "not a file"
 
 
 class _quiet:
@@ -191,6 +228,14 @@ def _describe(path: Path, header, instrument) -> FrameInfo:
         info.date = str(header.get(found.date_key, ""))
     except FrameError as err:
         info.problem = err.problem
+    except (Exception, SystemExit) as err:
+        # an instrument's own code (a user's plugin) failed on this file:
+        # the file is left out, the night goes on
+        who = type(info.instrument or instrument).__name__ if (info.instrument or instrument) \
+            else "instrument recognition"
+        what = f"sys.exit({err.code!r})" if isinstance(err, SystemExit) else \
+            f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        info.problem = f"{who} failed on it ({what})"
     return info
 
 
