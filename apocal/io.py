@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 import weakref
 import warnings
 from contextlib import contextmanager
@@ -107,7 +108,7 @@ def open_fits(path):
                 yield hdul
     except FrameError:
         raise
-    except (OSError, TypeError, ValueError, EOFError) as err:
+    except (OSError, TypeError, ValueError, EOFError, zlib.error) as err:
         raise FrameError(path, f"cannot be read as FITS ({fits_error_reason(err)})") from err
 
 
@@ -263,10 +264,17 @@ def _decompressed_copy(path: Path, needed: int) -> str:
     """Decompress the first ``needed`` bytes of a gzip file (what its header
     declares) into a temporary file (`apocal.scratch`); returns its name.
 
-    The declared size is checked against the free space and a limit first,
+    The declared size is checked against a limit and the free space first,
     and nothing beyond it is written: a small file that decompresses to
     gigabytes fills no disk. The copy is removed if anything, Ctrl-C
     included, stops it half-way.
+
+    Raises
+    ------
+    FrameError
+        If the file is damaged, or declares more than apocal decompresses.
+    OSError
+        If the temporary folder has no room for it (not the file's fault).
     """
     refused = check_room(needed)
     if refused:
@@ -274,19 +282,23 @@ def _decompressed_copy(path: Path, needed: int) -> str:
     fd, name = new_scratch_file()
     try:
         with os.fdopen(fd, "wb") as out, gzip.open(path, "rb") as src:
-            left, announced = needed, False
+            left = needed
             while left > 0:
-                chunk = src.read(min(left, 1 << 22))
+                try:
+                    chunk = src.read(min(left, 1 << 22))
+                except (OSError, EOFError, zlib.error) as err:
+                    raise FrameError(path, f"cannot be read as FITS "
+                                           f"({fits_error_reason(err)})") from err
                 if not chunk:
                     break
-                out.write(chunk)
-                left -= len(chunk)
-                if not announced:
-                    announced = True
+                try:
+                    out.write(chunk)
+                except OSError as err:
+                    raise OSError(err.errno, f"{err.strerror} (decompressing {path.name})",
+                                  name) from None
+                if left == needed:
                     stages.reached("decompressing", path.name)
-    except (OSError, EOFError) as err:
-        remove_quietly(name)
-        raise FrameError(path, f"cannot be read as FITS ({fits_error_reason(err)})") from err
+                left -= len(chunk)
     except BaseException:
         remove_quietly(name)
         raise

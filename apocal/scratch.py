@@ -10,6 +10,7 @@ what a ``kill -9`` left is removed by the next run.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -27,9 +28,6 @@ SCRATCH_FOLDER = ".apocal-tmp"
 #: (a 10k x 10k 64-bit image is 0.8 GB), far below what a "gzip bomb"
 #: (a small file whose header declares a huge image) would write.
 MAX_TEMPORARY_BYTES = 4 * 2**30
-
-# Free space to leave on the disk after a temporary copy.
-_MARGIN_BYTES = 64 * 2**20
 
 _lock = threading.Lock()
 _folders: list[Path] = []
@@ -66,17 +64,25 @@ def new_scratch_file(prefix: str = "apocal-", suffix: str = ".fits") -> tuple[in
 
 
 def check_room(needed: int) -> str | None:
-    """Why a temporary copy of ``needed`` bytes cannot be
-    written (too large, or more than the free space), or None if it can."""
-    folder = current_folder()
+    """Why a temporary copy of ``needed`` bytes is refused (more than
+    `MAX_TEMPORARY_BYTES`: a damaged or hostile file), or None.
+
+    Raises
+    ------
+    OSError
+        ENOSPC, naming the temporary folder, if it has less free space
+        than ``needed``: a problem of the machine, not of the file.
+    """
     if needed > MAX_TEMPORARY_BYTES:
         return (f"its header declares {needed / 2**30:.1f} GiB of data, more than apocal "
                 f"decompresses ({MAX_TEMPORARY_BYTES / 2**30:.0f} GiB); a damaged or "
                 f"hostile file?")
+    folder = current_folder()
     free = shutil.disk_usage(folder).free
-    if needed + _MARGIN_BYTES > free:
-        return (f"decompressing it needs {needed / 2**20:.0f} MiB but {folder} has "
-                f"{free / 2**20:.0f} MiB free")
+    if needed > free:
+        raise OSError(errno.ENOSPC, f"No space left on device for a temporary copy of "
+                                    f"{needed / 2**20:.1f} MiB ({free / 2**20:.1f} MiB free)",
+                      str(folder))
     return None
 
 

@@ -1,22 +1,26 @@
 """What is in a folder of raw frames: `survey` and `FrameInfo`.
 
-Built on ccdproc's `~ccdproc.ImageFileCollection`, which lists the FITS
-files and reads their headers; apocal adds, for every file, the instrument
+FITS files are found by their names as ccdproc's
+`~ccdproc.ImageFileCollection` finds them (regular files only: a FIFO would
+hang the reader), and each header is read on its own, so that one damaged
+file cannot stop the survey; apocal adds, for every file, the instrument
 that wrote it, the kind of frame, and the reason when a file cannot be used.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import logging
 import os
 import stat
+import zlib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from astropy.io import fits
 from astropy.table import Table
-from ccdproc import ImageFileCollection
 
 from .detection import instrument_for
 from .exceptions import ApocalError, FrameError
@@ -25,7 +29,12 @@ from .io import read_header
 
 __all__ = ["FrameInfo", "survey", "survey_table"]
 
-# File names taken for FITS files (ccdproc's ImageFileCollection's choice).
+# Longest primary header read (bytes): 36000 cards, far more than any
+# camera writes (a few hundred), far less than a "header bomb".
+_LONGEST_HEADER = 1000 * 2880
+_END_CARD = b"END" + b" " * 77
+
+# File names taken for FITS files (those ccdproc's ImageFileCollection takes).
 _FITS_ENDINGS = tuple(f".{ext}{comp}" for ext in ("fit", "fits", "fts")
                       for comp in ("", ".gz", ".bz2", ".z", ".zip", ".fz"))
 
@@ -112,11 +121,12 @@ def survey(raw_dir, instrument: Instrument | None = None) -> list[FrameInfo]:
         raise ApocalError(f"{raw_dir}: folder cannot be read")
     names, odd = _fits_names(raw_dir)
     headers = {}
-    if names:
-        collection = _collection(raw_dir, names)
-        with _quiet():
-            for header, name in collection.headers(return_fname=True):
-                headers[name] = header
+    with _quiet():
+        for name in names:
+            try:
+                headers[name] = fits.getheader(raw_dir / name, 0)
+            except Exception:       # named by _describe, which reads it again
+                pass
     infos = [FrameInfo(raw_dir / name, problem=problem) for name, problem in odd.items()]
     for name in names:
         infos.append(_describe(raw_dir / name, headers.get(name), instrument))
@@ -147,11 +157,6 @@ def survey_table(infos: list[FrameInfo]) -> Table:
     return table
 
 
-def _collection(raw_dir: Path, names: list[str]) -> ImageFileCollection:
-    with _quiet():
-        return ImageFileCollection(str(raw_dir), keywords="*", filenames=names)
-
-
 def _fits_names(raw_dir: Path) -> tuple[list[str], dict[str, str]]:
     """Names of the FITS files in ``raw_dir`` (by extension, as ccdproc
     finds them) that are regular files, and the reason for the others: a
@@ -169,11 +174,41 @@ def _fits_names(raw_dir: Path) -> tuple[list[str], dict[str, str]]:
         except OSError as err:
             odd[name] = f"cannot be read ({err.strerror})"
             continue
-        if stat.S_ISREG(mode):
-            regular.append(name)
-        else:
+        if not stat.S_ISREG(mode):
             odd[name] = f"is not a regular file ({_file_type(mode)}); not read"
+            continue
+        try:
+            problem = _header_problem(path)
+        except OSError as err:
+            problem = f"cannot be read ({err.strerror})"
+        if problem:
+            odd[name] = problem
+        else:
+            regular.append(name)
     return sorted(regular), odd
+
+
+def _header_problem(path: Path) -> str | None:
+    """Why the primary header cannot be read safely: longer than
+    `_LONGEST_HEADER` bytes (a "header bomb": astropy would parse millions
+    of cards), or None. A damaged file is left to the reader to name."""
+    with open(path, "rb") as handle:
+        magic = handle.read(3)
+    opener = gzip.open if magic[:2] == b"\x1f\x8b" else bz2.open if magic == b"BZh" else open
+    try:
+        with opener(path, "rb") as stream:
+            for _ in range(_LONGEST_HEADER // 2880):
+                block = stream.read(2880)
+                if len(block) < 2880:
+                    return None
+                if any(block[i:i + 80] == _END_CARD for i in range(0, 2880, 80)):
+                    return None
+    except PermissionError:
+        raise
+    except (OSError, EOFError, ValueError, zlib.error):
+        return None
+    return (f"its header is longer than {_LONGEST_HEADER // 2**20} MiB "
+            f"({_LONGEST_HEADER // 80} cards): a damaged or hostile file?")
 
 
 def _file_type(mode: int) -> str:
