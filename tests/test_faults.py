@@ -21,7 +21,6 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -262,7 +261,8 @@ def test_a_half_written_masters_folder_of_an_older_version_is_rebuilt(tmp_path, 
     _assert_same_products(out, reference)
 
 
-def test_a_second_run_into_the_same_folder_is_refused_naming_the_first(tmp_path, night):
+def test_a_second_run_into_the_same_folder_is_refused_naming_the_first(tmp_path, night,
+                                                                        capsys):
     raw, reference = night
     out = tmp_path / "out"
     paused = _Paused(tmp_path, raw, out, "surveyed")
@@ -270,9 +270,8 @@ def test_a_second_run_into_the_same_folder_is_refused_naming_the_first(tmp_path,
         with pytest.raises(FolderInUseError, match=f"in use by another apocal run "
                                                    f"\\(process {paused.process.pid}\\)"):
             reduce_night(raw, out, report=False)
-        second = _apocal("reduce", raw, "-o", out, "-q", env=_env(tmp_path))
-        assert second.returncode == 1
-        _one_line(second.stderr, str(out), f"process {paused.process.pid}")
+        assert main(["reduce", str(raw), "-o", str(out), "-q"]) == 1
+        _one_line(capsys.readouterr().err, str(out), f"process {paused.process.pid}")
     finally:
         paused.stop(signal.SIGKILL)
     reduce_night(raw, out, report=False)
@@ -314,14 +313,14 @@ def small_disk(tmp_path):
 # a master, a calibrated frame.
 @pytest.mark.parametrize("size,where", [("48k", ".apocal-tmp"), ("120k", "master_bias.fits"),
                                         ("1200k", "_cal.fits")])
-def test_a_full_disk_is_named_and_the_rerun_finishes(tmp_path, night, small_disk, size, where):
+def test_a_full_disk_is_named_and_the_rerun_finishes(tmp_path, night, small_disk, size, where,
+                                                     capsys):
     raw, reference = night
     disk, remount = small_disk(size)
     out = disk / "out"
     before = _snapshot(raw)
-    first = _apocal("reduce", raw, "-o", out, "--no-report", "-q", env=_env(tmp_path))
-    assert first.returncode == 1
-    line = _one_line(first.stderr, "No space left on device", str(out), where)
+    assert main(["reduce", str(raw), "-o", str(out), "--no-report", "-q"]) == 1
+    line = _one_line(capsys.readouterr().err, "No space left on device", str(out), where)
     assert "[Errno" not in line
     assert "stopped:" in (out / "apocal.log").read_text()
     _no_leftovers(out)
@@ -331,15 +330,14 @@ def test_a_full_disk_is_named_and_the_rerun_finishes(tmp_path, night, small_disk
     assert _snapshot(raw) == before
 
 
-def test_a_read_only_output_folder_is_named(tmp_path, night, small_disk):
+def test_a_read_only_output_folder_is_named(tmp_path, night, small_disk, capsys):
     raw, _ = night
     disk, remount = small_disk("1m")
     (disk / "existing").mkdir()
     remount("ro")
     for out in (disk / "new", disk / "existing"):
-        result = _apocal("reduce", raw, "-o", out, "-q", env=_env(tmp_path))
-        assert result.returncode == 1
-        _one_line(result.stderr, str(out))
+        assert main(["reduce", str(raw), "-o", str(out), "-q"]) == 1
+        _one_line(capsys.readouterr().err, str(out), "Read-only file system")
 
 
 # ----------------------------------------------------------------------
@@ -470,11 +468,11 @@ def test_a_link_planted_during_the_run_is_not_written_through(raw, tmp_path):
     assert list(elsewhere.iterdir()) == []
 
 
-@pytest.mark.parametrize("umask", [0o022, 0o002])
-def test_products_honour_the_umask(raw, tmp_path, umask):
+@pytest.mark.parametrize("umask,report", [(0o022, True), (0o002, False)])
+def test_products_honour_the_umask(raw, tmp_path, umask, report):
     old = os.umask(umask)
     try:
-        reduce_night(raw, tmp_path / "out", report=True)
+        reduce_night(raw, tmp_path / "out", report=report)
     finally:
         os.umask(old)
     files = [p for p in (tmp_path / "out").rglob("*") if p.is_file()
@@ -768,7 +766,7 @@ def test_a_gzip_stream_longer_than_its_header_says_is_not_all_decompressed(tmp_p
     path = tmp_path / "long.fits.gz"
     with gzip.open(path, "wb", compresslevel=1) as out:
         out.write(frame)
-        out.write(b"\0" * (64 << 20))              # 64 MB more than the header declares
+        out.write(b"\0" * (16 << 20))              # 16 MB more than the header declares
     raw = RawImage(path)
     assert os.path.getsize(raw._file) == 2880 + image.nbytes    # the header and the image
     np.testing.assert_array_equal(raw.rows(0, 64), image)
@@ -846,15 +844,15 @@ def test_a_plugin_failing_to_load_gives_one_line(raw, tmp_path, capsys, top, ini
     ("raise RuntimeError('boom in classify')", ["RuntimeError: boom in classify"]),
     ("sys.exit(4)", ["sys.exit(4)"]),
 ])
-def test_a_plugin_failing_on_one_file_leaves_that_file_out(raw, tmp_path, classify, words):
+def test_a_plugin_failing_on_one_file_leaves_that_file_out(raw, tmp_path, classify, words,
+                                                           capsys):
     plugin = tmp_path / "plugin.py"
     plugin.write_text(PLUGIN.format(top="", init="pass", classify=classify))
-    result = subprocess.run(
-        [sys.executable, "-m", "apocal.cli", "reduce", str(raw), "-o", str(tmp_path / "out"),
-         "--instrument", f"{plugin}:Plugin", "--no-report", "-q"],
-        capture_output=True, text=True, env=_env(tmp_path), timeout=120)
-    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
-    assert "target.0009r.fits" in result.stderr
+    code = main(["reduce", str(raw), "-o", str(tmp_path / "out"), "--instrument",
+                 f"{plugin}:Plugin", "--no-report", "-q"])
+    err = capsys.readouterr().err
+    assert code == 0 and "Traceback" not in err, err
+    assert "target.0009r.fits" in err
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     problem, = [p for p in summary["problems"] if "target.0009r.fits" in p]
     assert all(word in problem for word in words)
