@@ -546,6 +546,21 @@ def test_one_frame_of_another_shape_is_left_out_of_its_master(raw, tmp_path, kin
     assert all(e[kind] for e in group["science"])
 
 
+def test_one_bias_of_another_shape_without_sections_is_left_out(tmp_path):
+    """Issue 13, failure 2, for a camera without data sections (SBO): the
+    frame fits no section check, only the combination refused it."""
+    raw = tmp_path / "raw"
+    sim = _sbo(raw)
+    with fits.open(sim["bias"][0]) as hdul:
+        hdul[0].data = hdul[0].data[:-4, :-4]
+        hdul.writeto(raw / "Bias_BIN1_050.fits")
+    result = _reduce(raw, tmp_path)
+    _problem(result, "Bias_BIN1_050.fits", "unlike", "left out of the master bias")
+    group, = result.summary["groups"]
+    assert len(group["masters"]["bias"]["inputs"]) == 3
+    assert all(e["bias"] for e in group["science"])
+
+
 def test_a_science_frame_of_another_shape_is_named(raw, tmp_path):
     with fits.open(raw / "target.0008r.fits") as hdul:
         hdul[0].data = hdul[0].data[:, :-16]
