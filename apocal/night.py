@@ -540,7 +540,7 @@ def _calibrate_science(group, cal, output_dir, options, overwrite, progress, rec
         target = folder / names[info.path]
         entry = {"raw": info.name, "output": str(target.relative_to(output_dir)),
                  "exptime": info.exptime, "arc": arc}
-        digest = fingerprints[info.path].digest
+        digest = fingerprints[info.path].content
         kept = None if overwrite else _earlier_product(target, digest, masters_id)
         if kept is not None:
             entry.update(_masters_used(target, group.label, kept))
@@ -552,7 +552,7 @@ def _calibrate_science(group, cal, output_dir, options, overwrite, progress, rec
         except ApocalError as err:
             record["problems"].append(f"{info.name} not calibrated: {err}")
             continue
-        calibrated.header["APRAWSUM"] = (digest, "BLAKE2b of the raw pixel data")
+        calibrated.header["APRAWSUM"] = (digest, "BLAKE2b of the raw file's headers and data")
         calibrated.header["APMSETID"] = (masters_id, "masters used: id of their inputs")
         # an earlier product of this name is stale (other raw data or masters)
         write_frame(calibrated, target, overwrite=True)

@@ -55,7 +55,11 @@ class Fingerprint:
     size : int
         File size, bytes.
     digest : str
-        BLAKE2b hash (hex, 32 characters) of the pixel data of every HDU.
+        BLAKE2b hash (hex, 32 characters) of the pixel data of every HDU
+        (what makes two frames copies of each other).
+    content : str
+        BLAKE2b hash of the headers and data together (what a resumed
+        reduction compares: a corrected EXPTIME changes the products).
     shape : tuple of int
         numpy shape of the image (rows, columns).
     """
@@ -64,10 +68,11 @@ class Fingerprint:
     size: int
     digest: str
     shape: tuple
+    content: str = ""
 
     def record(self) -> list:
-        """As written into JSON: ``[name, size, digest]``."""
-        return [self.name, self.size, self.digest]
+        """As written into JSON: ``[name, size, content]``."""
+        return [self.name, self.size, self.content]
 
 
 def screen_frames(infos: list[FrameInfo]) -> tuple[dict[Path, Fingerprint], list[str]]:
@@ -178,12 +183,13 @@ def frame_fingerprint(path, extension: int | str = 0) -> Fingerprint:
                                f"than apocal reads ({MAX_TEMPORARY_BYTES / 2**30:.0f} GiB); a "
                                f"damaged or hostile file?")
     digest = hashlib.blake2b(digest_size=16)
+    whole = hashlib.blake2b(digest_size=16)
     finite = check is None
     try:
         with _open_stream(path) as stream:
             position = 0
             for offset, size, is_image in sorted(regions):
-                _skip(stream, offset - position, path)
+                _skip(stream, offset - position, path, whole)
                 left = size
                 while left:
                     chunk = stream.read(min(left, _CHUNK))
@@ -192,6 +198,7 @@ def frame_fingerprint(path, extension: int | str = 0) -> Fingerprint:
                                                f"{left - len(chunk)} bytes short of what its "
                                                f"header declares)")
                     digest.update(chunk)
+                    whole.update(chunk)
                     if is_image and not finite:
                         finite = check(chunk)
                     left -= len(chunk)
@@ -200,7 +207,8 @@ def frame_fingerprint(path, extension: int | str = 0) -> Fingerprint:
         raise FrameError(path, f"cannot be read ({fits_error_reason(err)})") from err
     if not finite:
         raise FrameError(path, "has no finite pixel value (all NaN or infinite)")
-    return Fingerprint(path.name, path.stat().st_size, digest.hexdigest(), shape)
+    return Fingerprint(path.name, path.stat().st_size, digest.hexdigest(), shape,
+                       whole.hexdigest())
 
 
 def _data_bytes(header) -> int:
@@ -238,9 +246,10 @@ def _open_stream(path: Path):
     return open(path, "rb")
 
 
-def _skip(stream, count: int, path) -> None:
+def _skip(stream, count: int, path, whole) -> None:
     while count > 0:
         chunk = stream.read(min(count, _CHUNK))
         if not chunk:
             raise FrameError(path, "is truncated (the file ends before its data)")
+        whole.update(chunk)
         count -= len(chunk)

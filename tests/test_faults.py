@@ -402,6 +402,36 @@ def test_a_resume_rebuilds_masters_whose_inputs_changed(raw, tmp_path, monkeypat
         fresh / "masters" / DIS_LABEL / "master_bias.fits").data)
 
 
+def test_a_resume_redoes_what_a_corrected_header_changes(raw, tmp_path, monkeypatch):
+    """A user fixes a card of a frame (same pixels) before resuming: the
+    products that depend on it are made again, not kept."""
+    import apocal.night as night_module
+
+    out = tmp_path / "out"
+    real, written = night_module.write_frame, []
+
+    def stop_at_the_second(*args, **kwargs):
+        written.append(args[1])
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(night_module, "write_frame", stop_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        reduce_night(raw, out, report=False)
+    monkeypatch.setattr(night_module, "write_frame", real)
+    for name, card, value in (("target.0008r.fits", "EXPTIME", 450.0),
+                              ("flat.0005r.fits", "OBSERVER", "corrected")):
+        with fits.open(raw / name, mode="update") as hdul:
+            hdul[0].header[card] = value
+    result = reduce_night(raw, out, report=False)
+    group, = result.summary["groups"]
+    assert any("masters rebuilt" in n and "changed: flat.0005r.fits" in n
+               for n in group["notes"])
+    assert [e["status"] for e in group["science"]] == ["calibrated", "calibrated"]
+    assert read_frame(out / group["science"][0]["output"]).header["EXPTIME"] == 450.0
+
+
 def test_calibration_set_overwrite_leaves_no_stale_master(tmp_path):
     sim = _sbo(tmp_path / "raw", science=0)
     folder = tmp_path / "masters"
