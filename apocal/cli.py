@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .exceptions import ApocalError
+from .termination import Terminated, signals_as_exceptions
 
 __all__ = ["main"]
 
@@ -16,19 +17,41 @@ log = logging.getLogger("apocal")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (0 on success)."""
+    """Run the command line; returns the exit code (0 on success).
+
+    Every failure ends with one line on standard error naming the file or
+    folder at fault, and a non-zero exit code: 1 for an error, 128 + the
+    signal number when stopped by Ctrl-C (SIGINT), SIGTERM or SIGHUP.
+    """
     parser = _parser()
     args = parser.parse_args(argv)
     _console_logging(quiet=getattr(args, "quiet", False))
     try:
-        return args.run(args)
-    except (ApocalError, FileExistsError, OSError) as err:
-        print(f"apocal: error: {_one_line(err)}", file=sys.stderr)
-        return 1
+        with signals_as_exceptions():
+            return args.run(args)
+    except (ApocalError, FileExistsError) as err:
+        return _error(_one_line(err))
+    except OSError as err:
+        return _error(f"{err.filename}: {err.strerror}" if err.filename and err.strerror
+                      else _one_line(err))
+    except Terminated as err:
+        print(f"apocal: stopped by {err}; run the same command again to finish the job",
+              file=sys.stderr)
+        return 128 + err.signal
     except KeyboardInterrupt:
         print("apocal: interrupted; run the same command again to finish the job",
               file=sys.stderr)
         return 130
+    except SystemExit as err:    # argparse is done: this came from code apocal ran
+        return _error(f"stopped by sys.exit({err.code!r}) in code apocal ran (an instrument "
+                      f"plugin?)")
+    except Exception as err:     # a bug: one line here, the traceback in apocal.log
+        return _error(f"unexpected {type(err).__name__}: {_one_line(err)}")
+
+
+def _error(message: str) -> int:
+    print(f"apocal: error: {message}", file=sys.stderr)
+    return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
                     "science frame to electrons, and write masters, calibrated frames, "
                     "summary.json, files.ecsv, apocal.log and report.html into OUT_DIR. "
                     "RAW_DIR is never written to. Run the same command again after an "
-                    "interruption to finish the job.")
+                    "interruption (even kill -9) to finish the job; one run at a time may "
+                    "write into OUT_DIR.")
     reduce.add_argument("raw_dir", metavar="RAW_DIR", help="folder of raw frames")
     reduce.add_argument("-o", "--output", required=True, metavar="OUT_DIR",
                         help="output folder (not inside RAW_DIR)")
@@ -85,7 +109,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="find and replace cosmic rays in calibrated science frames "
                               "(L.A.Cosmic)")
     reduce.add_argument("--overwrite", action="store_true",
-                        help="redo a finished reduction in OUT_DIR, replacing its files")
+                        help="redo a finished reduction in OUT_DIR, replacing its files "
+                             "(products of raw frames since removed are deleted)")
     reduce.add_argument("--no-report", action="store_true", help="skip report.html")
     reduce.add_argument("-q", "--quiet", action="store_true", help="print warnings only")
     reduce.set_defaults(run=_reduce)
@@ -221,6 +246,8 @@ def _console_logging(quiet: bool) -> None:
     handler.apocal_console = True
     handler.setFormatter(logging.Formatter("%(message)s"))
     handler.setLevel(logging.WARNING if quiet else logging.INFO)
+    # what the run writes only into apocal.log (why it stopped: said here once, by main)
+    handler.addFilter(lambda record: not getattr(record, "file_only", False))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False  # the console gets each message once, from this handler

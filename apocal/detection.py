@@ -109,8 +109,18 @@ def load_instrument(spec: str, **settings: Any) -> Instrument:
         cls = getattr(module, name)
     except ApocalError:
         raise
-    except Exception as err:  # the user's code may raise anything while loading
-        raise ApocalError(f"cannot load instrument {spec!r}: {type(err).__name__}: {err}") from err
+    except (Exception, SystemExit) as err:  # the user's code may raise anything, even exit
+        raise ApocalError(f"cannot load instrument {spec!r}: {_what(err)}") from err
     if not (isinstance(cls, type) and issubclass(cls, Instrument)):
         raise ApocalError(f"{spec!r} is not an apocal.Instrument subclass")
-    return cls(**settings)
+    try:
+        return cls(**settings)
+    except (Exception, SystemExit) as err:
+        raise ApocalError(f"cannot create instrument {spec!r}: {_what(err)}") from err
+
+
+def _what(err: BaseException) -> str:
+    if isinstance(err, SystemExit):
+        return f"it called sys.exit({err.code!r})"
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__

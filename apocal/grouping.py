@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from .instrument import Instrument
+from .naming import short_name
 from .survey import FrameInfo
 
 __all__ = ["Group", "group_frames"]
@@ -133,6 +134,7 @@ def _label(groups: list[Group]) -> None:
         words = [group.instrument.name, group.binning] + [str(v) for v in
                                                           group.configuration.values() if v]
         label = re.sub(r"[^A-Za-z0-9._+-]+", "-", "_".join(words)).strip("-")
+        label = short_name(label, limit=100)   # a folder name, with room for figure names
         count = seen.get(label, 0)
         seen[label] = count + 1
         group.label = label if count == 0 else f"{label}-{count + 1}"

@@ -35,7 +35,7 @@ from astropy.utils.exceptions import AstropyWarning
 from . import __version__
 from .exceptions import FrameError
 from .flags import FLAG_DTYPE, Flag
-from .io import RawImage, read_raw
+from .io import RawImage, card_text, read_raw
 from .layout import AmplifierLayout, FrameLayout, ImageLookup, resolve_layout
 from .overscan import OVERSCAN_METHODS
 from .processing import ArrayImage, ProcessedFrame
@@ -468,7 +468,7 @@ class Instrument:
             If the file is unreadable, truncated, not an image or all NaN.
         """
         data, header = read_raw(path, self.data_extension)
-        header["RAWFILE"] = (Path(path).name, "raw file read by apocal")
+        header["RAWFILE"] = (card_text(Path(path).name), "raw file read by apocal")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyWarning)
             return CCDData(data, unit=u.adu, meta=header)
@@ -598,7 +598,7 @@ class Instrument:
             return frame, str(frame.header.get("RAWFILE", "<in-memory frame>"))
         if isinstance(frame, (str, os.PathLike)):
             source = RawImage(frame, self.data_extension)
-            source.header["RAWFILE"] = (Path(frame).name, "raw file read by apocal")
+            source.header["RAWFILE"] = (card_text(Path(frame).name), "raw file read by apocal")
             return source, str(frame)
         ccd, name = self.raw_frame(frame)
         return ArrayImage(ccd), name

@@ -12,10 +12,9 @@ import bz2
 import gzip
 import lzma
 import os
-import shutil
-import tempfile
 import warnings
 import weakref
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from io import BytesIO
@@ -27,12 +26,14 @@ from astropy.io import fits
 from astropy.nddata import CCDData, StdDevUncertainty
 from astropy.utils.exceptions import AstropyWarning
 
+from . import stages
 from .exceptions import FrameError
 from .flags import FLAG_DTYPE, describe_flags
+from .output import write_atomically
+from .scratch import check_room, new_scratch_file, remove_quietly
 
 __all__ = ["read_raw", "read_header", "open_fits", "RawFile", "RawImage", "write_frame",
-           "read_frame",
-           "atomic_write_bytes", "fits_error_reason"]
+           "read_frame", "atomic_write_bytes", "fits_error_reason", "card_text"]
 
 # Largest integer a float32 holds exactly: raw values within it are kept in
 # float32 without loss, halving memory for the common case.
@@ -114,7 +115,7 @@ def open_fits(path: str | os.PathLike) -> Iterator[fits.HDUList]:
                 yield hdul
     except FrameError:
         raise
-    except (OSError, TypeError, ValueError, EOFError) as err:
+    except (OSError, TypeError, ValueError, EOFError, zlib.error) as err:
         raise FrameError(path, f"cannot be read as FITS ({fits_error_reason(err)})") from err
 
 
@@ -158,8 +159,6 @@ class _ImageInfo:
         self.index = hdul.index(hdu)
         self.header = _image_header(hdul, hdu)
         self.shape = tuple(int(n) for n in hdu.shape)
-        if len(self.shape) != 2:
-            raise FrameError(path, f"holds a {len(self.shape)}-D array; a 2-D image was expected")
         self.compressed = isinstance(hdu, fits.CompImageHDU)
         raw = hdu.header
         self.stored = _STORED[int(raw["BITPIX"])] if not self.compressed else None
@@ -205,6 +204,7 @@ class RawFile:
                            and int(hdu.header.get("NAXIS", 0)) > 0}
             ends = [info["datLoc"] + info["datSpan"] for info in map(hdul.fileinfo, self._infos)]
         self._compression = _compression(self.path)
+        self._end = max(ends, default=0)
         if ends and self._compression is None and os.path.getsize(self.path) < max(ends):
             raise FrameError(self.path, f"is truncated ({os.path.getsize(self.path)} of "
                                         f"{max(ends)} bytes)")
@@ -253,8 +253,8 @@ class RawFile:
         if self._file is None:
             name = self.path
             if self._compression is not None:
-                name = _decompressed_copy(self.path, self._compression)
-                weakref.finalize(self, os.unlink, name)
+                name = _decompressed_copy(self.path, self._end, self._compression)
+                weakref.finalize(self, remove_quietly, name)
             self._file = name
         return self._file
 
@@ -305,6 +305,9 @@ class RawImage:
         self.path = self.file.path
         self.extension = self.file.index(extension)
         self._info = self.file.info(self.extension)
+        if len(self._info.shape) != 2:
+            raise FrameError(self.path, f"holds a {len(self._info.shape)}-D array; a 2-D "
+                                        f"image was expected")
         self.header = self._info.header
         self.file._images.setdefault(self.extension, self)
         self.shape = self._info.shape
@@ -401,15 +404,49 @@ def _compression(path: Path):
                 None)
 
 
-def _decompressed_copy(path: Path, module=gzip) -> str:
-    """Decompress a compressed file into a temporary file; returns its name."""
-    fd, name = tempfile.mkstemp(prefix="apocal-", suffix=".fits")
+def _decompressed_copy(path: Path, needed: int, module=gzip) -> str:
+    """Decompress the first ``needed`` bytes of a compressed file (what its
+    headers declare) into a temporary file (`apocal.scratch`); returns its
+    name.
+
+    The declared size is checked against a limit and the free space first,
+    and nothing beyond it is written: a small file that decompresses to
+    gigabytes fills no disk. The copy is removed if anything, Ctrl-C
+    included, stops it half-way.
+
+    Raises
+    ------
+    FrameError
+        If the file is damaged, or declares more than apocal decompresses.
+    OSError
+        If the temporary folder has no room for it (not the file's fault).
+    """
+    refused = check_room(needed)
+    if refused:
+        raise FrameError(path, f"not decompressed: {refused}")
+    fd, name = new_scratch_file()
     try:
         with os.fdopen(fd, "wb") as out, module.open(path, "rb") as src:
-            shutil.copyfileobj(src, out, 1 << 22)
-    except (OSError, EOFError, lzma.LZMAError) as err:
-        os.unlink(name)
-        raise FrameError(path, f"cannot be read as FITS ({fits_error_reason(err)})") from err
+            left = needed
+            while left > 0:
+                try:
+                    chunk = src.read(min(left, 1 << 22))
+                except (OSError, EOFError, zlib.error, lzma.LZMAError) as err:
+                    raise FrameError(path, f"cannot be read as FITS "
+                                           f"({fits_error_reason(err)})") from err
+                if not chunk:
+                    break
+                try:
+                    out.write(chunk)
+                except OSError as err:
+                    raise OSError(err.errno, f"{err.strerror} (decompressing {path.name})",
+                                  name) from None
+                if left == needed:
+                    stages.reached("decompressing", path.name)
+                left -= len(chunk)
+    except BaseException:
+        remove_quietly(name)
+        raise
     return name
 
 
@@ -428,36 +465,28 @@ def atomic_write_bytes(path: str | os.PathLike, payload: bytes, overwrite: bool 
     """Write ``payload`` to ``path`` so that it is complete or absent.
 
     The bytes go to a temporary file in the same folder, are flushed to
-    disk, and the file is then moved into place in one step. Without
-    ``overwrite`` an existing file is never replaced, even by a concurrent
-    writer.
+    disk, and the file is then moved into place in one step
+    (`apocal.output.write_atomically`: the umask is honoured, and no link
+    is followed inside a protected output folder). Without ``overwrite`` an
+    existing file is never replaced, even by a concurrent writer.
 
     Raises
     ------
     FileExistsError
         If ``path`` exists and ``overwrite`` is False.
+    OSError
+        If it cannot be written; the error names ``path``.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: exists; pass overwrite=True to replace it")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            # link() refuses to replace an existing name: no check-then-write race.
-            os.link(tmp, path)
-            os.unlink(tmp)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_atomically(path, payload, overwrite=overwrite)
+
+
+def card_text(text) -> str:
+    """``text`` as a FITS card can hold it (printable ASCII): other
+    characters become Python escapes (``café.fits`` -> ``caf\\xe9.fits``)."""
+    text = str(text)
+    if text.isascii() and text.isprintable():
+        return text
+    return text.encode("unicode_escape").decode("ascii")
 
 
 def write_frame(ccd: CCDData, path: str | os.PathLike, overwrite: bool = False,

@@ -7,17 +7,36 @@ masters, calibrated frames, a machine-readable summary, a log and a report.
 It holds no calibration logic of its own.
 
 Safety: nothing is written into the raw folder and no raw file is
-modified; outputs are written atomically; an output folder holding a
-finished reduction is not touched without ``overwrite``; an unfinished one
-(interrupted run) is resumed with the same options, keeping what is done.
+modified; outputs are written atomically (`apocal.output`), never through
+a link planted in the output folder; one run at a time writes into an
+output folder (`apocal.lock`); an output folder holding a finished
+reduction is not touched without ``overwrite``; an unfinished one
+(interrupted run, even by ``kill -9``) is resumed with the same options,
+keeping what is done and still valid:
+
+- a group's masters appear as a whole or not at all: they are written
+  into a temporary folder, with ``build.json`` (the fingerprint of every
+  input frame, the options and the problems met), which is then renamed
+  ``masters/<group>``; a resumed run reuses them only if their inputs are
+  unchanged, else rebuilds them;
+- each calibrated frame records the fingerprint of its raw file (APRAWSUM)
+  and of the masters it used (APMSETID); a resumed run keeps it only if
+  both still hold;
+- products of raw frames or groups that are gone are removed at the end,
+  as are the temporary files an interrupted run left behind.
+
+Every frame is checked before use (`apocal.screening`): one that cannot be
+used is named and left out, the rest are reduced.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
+import traceback
 import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -27,13 +46,19 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from . import __version__
+from . import __version__, stages
 from .calibration import CalibrationSet
 from .calibration.files import MANIFEST
 from .exceptions import ApocalError, ApocalWarning, FrameError
 from .grouping import Group, group_frames
 from .instrument import Instrument
-from .io import atomic_write_bytes, read_header, write_frame
+from .io import atomic_write_bytes, card_text, read_header, write_frame
+from .lock import LOCK_FILE, folder_lock
+from .naming import calibrated_names
+from .output import (new_temporary_folder, no_links_under, open_for_append, refuse_links,
+                     remove_tree, replace_folder, sweep_temporaries)
+from .scratch import SCRATCH_FOLDER, scratch_folder
+from .screening import screen_frames
 from .survey import FrameInfo, survey, survey_table
 
 if TYPE_CHECKING:
@@ -47,8 +72,14 @@ RUN_FILE = "run.json"
 SUMMARY_FILE = "summary.json"
 LOG_FILE = "apocal.log"
 FILES_TABLE = "files.ecsv"
+BUILD_FILE = "build.json"
 #: The uncertainty self-check of a group, beside its masters.
 CHECK_FILE = "uncertainty_check.json"
+REPORT_FILES = ("report.html", "report")
+# Everything a reduction writes into its output folder.
+_OWN_TREES = ("masters", "calibrated", "report", SCRATCH_FOLDER)
+_OWN_NAMES = (RUN_FILE, SUMMARY_FILE, LOG_FILE, FILES_TABLE, "report.html", LOCK_FILE) \
+    + _OWN_TREES
 
 
 @dataclass
@@ -209,66 +240,88 @@ def reduce_night(raw_dir: str | os.PathLike, output_dir: str | os.PathLike, *,
     options = options or ReductionOptions()
     raw_dir, output_dir = Path(raw_dir).resolve(), Path(output_dir).resolve()
     _check_folders(raw_dir, output_dir)
-    run = _start_run(raw_dir, output_dir, options, instrument, overwrite)
-    handler = _log_to_file(output_dir / LOG_FILE)
-    try:
-        log.info("apocal %s: reducing %s into %s%s", __version__, raw_dir, output_dir,
-                 " (resuming)" if run.get("resumed") else "")
-        infos = survey(raw_dir, instrument)
-        problems = [f"{info.name}: {info.problem}" for info in infos if not info.usable]
-        for problem in problems:
-            log.warning(problem)
-        groups = group_frames(infos)
-        log.info("%d files, %d usable, %d group(s)", len(infos),
-                 sum(i.usable for i in infos), len(groups))
-        records, contexts = [], {}
-        for group in tqdm(groups, desc="groups", unit="group", disable=not progress or None,
-                          leave=False):
-            record, contexts[group.label] = _reduce_group(group, output_dir, options,
-                                                          overwrite, progress)
-            problems.extend(f"{group.label}: {p}" for p in record["problems"])
-            records.append(record)
-        summary = {
-            "apocal_version": __version__,
-            "raw_dir": str(raw_dir),
-            "output_dir": str(output_dir),
-            "started": run["started"],
-            "finished": _now(),
-            "options": asdict(options),
-            "files": [_file_record(info) for info in infos],
-            "groups": records,
-            "problems": problems,
-        }
-        atomic_write_bytes(output_dir / FILES_TABLE, _ecsv(survey_table(infos)), overwrite=True)
-        atomic_write_bytes(output_dir / SUMMARY_FILE,
-                           json.dumps(summary, indent=1, default=_json_default).encode(),
-                           overwrite=True)
-        result = Reduction(output_dir, summary, problems)
-        if report:
-            from .report import write_report
+    with folder_lock(output_dir), no_links_under(output_dir):
+        refuse_links(output_dir, _OWN_NAMES)
+        run = _start_run(raw_dir, output_dir, options, instrument, overwrite)
+        handler = _log_to_file(output_dir / LOG_FILE)
+        try:
+            log.info("apocal %s: reducing %s into %s%s", __version__, raw_dir, output_dir,
+                     " (resuming)" if run.get("resumed") else "")
+            for path in sweep_temporaries(output_dir, _OWN_TREES):
+                log.info("removed %s, left by an interrupted run",
+                         path.relative_to(output_dir))
+            with scratch_folder(output_dir / SCRATCH_FOLDER):
+                return _reduce(raw_dir, output_dir, run, instrument, options, overwrite,
+                               progress, report)
+        except BaseException as err:
+            _log_fatal(err)
+            raise
+        finally:
+            log.removeHandler(handler)
+            handler.close()
 
-            try:
-                result.report = write_report(output_dir, summary, contexts)
-            except Exception as err:  # a broken plot must not lose the reduction
-                message = f"report could not be written: {type(err).__name__}: {err}"
-                log.error(message)
-                result.problems.append(message)
-        run["finished"] = summary["finished"]
-        atomic_write_bytes(output_dir / RUN_FILE, json.dumps(run, indent=1).encode(),
-                           overwrite=True)
-        log.info("finished: %d calibrated frame(s), %d problem(s)",
-                 sum(len(r["science"]) for r in records), len(result.problems))
-        return result
-    finally:
-        log.removeHandler(handler)
-        handler.close()
+
+def _reduce(raw_dir, output_dir, run, instrument, options, overwrite, progress,
+            report) -> Reduction:
+    infos = survey(raw_dir, instrument)
+    problems = [f"{info.name}: {info.problem}" for info in infos if not info.usable]
+    fingerprints, left_out = screen_frames(infos)
+    problems.extend(left_out)
+    for problem in problems:
+        log.warning(problem)
+    stages.reached("surveyed")
+    groups = group_frames(infos)
+    log.info("%d files, %d usable, %d group(s)", len(infos),
+             sum(i.usable for i in infos), len(groups))
+    records, contexts = [], {}
+    for group in tqdm(groups, desc="groups", unit="group", disable=not progress or None,
+                      leave=False):
+        record, contexts[group.label] = _reduce_group(group, output_dir, options, overwrite,
+                                                      progress, fingerprints)
+        problems.extend(f"{group.label}: {p}" for p in record["problems"])
+        records.append(record)
+    _remove_stale_products(output_dir, records)
+    stages.reached("summary")
+    summary = {
+        "apocal_version": __version__,
+        "raw_dir": str(raw_dir),
+        "output_dir": str(output_dir),
+        "started": run["started"],
+        "finished": _now(),
+        "options": asdict(options),
+        "files": [_file_record(info) for info in infos],
+        "groups": records,
+        "problems": problems,
+    }
+    atomic_write_bytes(output_dir / FILES_TABLE, _ecsv(survey_table(infos)), overwrite=True)
+    atomic_write_bytes(output_dir / SUMMARY_FILE,
+                       json.dumps(summary, indent=1, default=_json_default).encode(),
+                       overwrite=True)
+    result = Reduction(output_dir, summary, problems)
+    for name in REPORT_FILES if not report else REPORT_FILES[1:]:
+        remove_tree(output_dir / name)      # an earlier run's report and figures
+    if report:
+        from .report import write_report
+
+        try:
+            result.report = write_report(output_dir, summary, contexts)
+        except Exception as err:  # a broken plot must not lose the reduction
+            message = f"report could not be written: {type(err).__name__}: {err}"
+            log.error(message)
+            result.problems.append(message)
+    run["finished"] = summary["finished"]
+    atomic_write_bytes(output_dir / RUN_FILE, json.dumps(run, indent=1).encode(),
+                       overwrite=True)
+    log.info("finished: %d calibrated frame(s), %d problem(s)",
+             sum(len(r["science"]) for r in records), len(result.problems))
+    return result
 
 
 # ----------------------------------------------------------------------
 # One group
 # ----------------------------------------------------------------------
 def _reduce_group(group: Group, output_dir: Path, options: ReductionOptions, overwrite: bool,
-                  progress: bool) -> tuple[dict, GroupContext]:
+                  progress: bool, fingerprints: dict) -> tuple[dict, GroupContext]:
     log.info("group %s: %d bias, %d dark, %d flat, %d arc, %d science", group.describe(),
              len(group.biases), len(group.darks), len(group.flats), len(group.arcs),
              len(group.science))
@@ -277,20 +330,27 @@ def _reduce_group(group: Group, output_dir: Path, options: ReductionOptions, ove
               "science_frames": len(group.science),
               "notes": list(group.notes), "problems": [], "masters": {}, "science": [],
               "detector": {}, "uncertainty_check": None}
-    masters_dir = output_dir / "masters" / group.label
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ApocalWarning)
         context = GroupContext(group)
         try:
-            cal = context.calibration = _masters(group, masters_dir, options, overwrite,
-                                                 record, context)
+            cal = context.calibration = _masters(group, output_dir, options, overwrite,
+                                                 record, context, fingerprints)
             if cal is not None:
-                _calibrate_science(group, cal, output_dir, options, overwrite, progress, record)
+                _calibrate_science(group, cal, output_dir, options, overwrite, progress,
+                                   record, fingerprints)
         except ApocalError as err:   # one group's failure must not stop the night
             record["problems"].append(f"group not reduced: {err}")
-    for warning in caught:
-        if issubclass(warning.category, ApocalWarning):
-            record["notes"].append(str(warning.message))
+        except OSError as err:
+            if _is_inside(err.filename, output_dir):
+                raise                # the output cannot be written: nothing else can be
+            record["problems"].append(f"group not reduced: {_os_error(err)}")
+        except Exception as err:     # e.g. an instrument plugin's bug
+            log.error("%s: %s", group.label, "".join(traceback.format_exception(err)).strip(),
+                      extra={"file_only": True})
+            record["problems"].append(f"group not reduced: {type(err).__name__}: "
+                                      f"{_one_line(err)} (traceback in {LOG_FILE})")
+    record["notes"].extend(_warning_notes(caught))
     record["notes"] = list(dict.fromkeys(record["notes"]))    # each once
     for note in record["notes"]:
         log.info("%s: %s", group.label, note)
@@ -299,41 +359,46 @@ def _reduce_group(group: Group, output_dir: Path, options: ReductionOptions, ove
     return record, context
 
 
-def _masters(group, masters_dir, options, overwrite, record, context) -> CalibrationSet | None:
+def _warning_notes(caught) -> list[str]:
+    return [str(w.message) for w in caught if issubclass(w.category, ApocalWarning)]
+
+
+def _masters(group, output_dir, options, overwrite, record, context,
+             fingerprints) -> CalibrationSet | None:
     instrument = context.instrument = _detector(group, record, context)
     if instrument is None:
         return None
-    manifest = masters_dir / MANIFEST
-    if manifest.exists() and not overwrite:
-        log.info("%s: masters already built, reading %s", group.label, masters_dir)
-        cal = CalibrationSet.read(masters_dir, instrument=instrument)
-    else:
-        cal = CalibrationSet(instrument, overscan=options.overscan)
-        combine = {"method": options.combine}
-        if options.sigma_clip is not None:
-            combine["sigma_clip"] = options.sigma_clip
-        steps = [("bias", group.biases, lambda files: cal.add_biases(files, **combine)),
-                 ("dark", group.darks, lambda files: cal.add_darks(files, **combine)),
-                 ("flat", group.flats, lambda files: cal.add_flats(files, **_flat_options(
-                     instrument, options), **combine))]
-        if instrument.dispersion_axis is not None:
-            steps.append(("arc", group.arcs, lambda files: cal.add_arcs(files)))
-        for kind, frames, build in steps:
-            _build_master(kind, [f.path for f in frames], build, record)
+    masters_dir = output_dir / "masters" / group.label
+    inputs = _master_inputs(group, options, instrument, record, fingerprints)
+    previous = _read_build(masters_dir)
+    cal = None
+    if previous is not None and previous.get("inputs") == inputs and not overwrite:
         try:
-            cal.write(masters_dir, overwrite=overwrite)
-        except ApocalError:
-            record["problems"].append("no master could be built")
-        record["uncertainty_check"] = _check_uncertainty(cal, masters_dir, context)
-    if record["uncertainty_check"] is None:
+            cal = CalibrationSet.read(masters_dir, instrument=instrument)
+            log.info("%s: masters already built, reading %s", group.label, masters_dir)
+            record["problems"].extend(previous.get("problems", []))
+            record["notes"].extend(previous.get("notes", []))
+        except ApocalError as err:
+            record["notes"].append(f"masters rebuilt: those of an earlier run cannot be read "
+                                   f"({err})")
+    elif previous is not None and not overwrite:
+        record["notes"].append("masters rebuilt: " + _what_changed(previous.get("inputs"),
+                                                                   inputs))
+    if cal is None:
+        cal = _build_masters(group, masters_dir, options, instrument, record, inputs, context)
+    else:
         record["uncertainty_check"] = _read_check(masters_dir)
+    context.calibration = cal
+    names = {card_text(f.name): f.name for f in _master_frames(group)}
     for entry in cal.master_files():
         if entry.file is None:
             continue
         record["masters"][entry.key] = {
             "file": str(Path("masters") / group.label / entry.file),
-            "inputs": [v for k, v in entry.master.header.items() if k.startswith("IMCMB")],
+            "inputs": [names.get(v, v) for k, v in entry.master.header.items()
+                       if k.startswith("IMCMB")],
         }
+    record["masters_id"] = _masters_id(inputs)
     if group.science:
         # Without biases, darks of matching exposure stand in (the SBO way).
         missing = [kind for kind, there in (("bias", "bias" in record["masters"]
@@ -345,9 +410,9 @@ def _masters(group, masters_dir, options, overwrite, record, context) -> Calibra
     return cal
 
 
-def _check_uncertainty(cal, masters_dir, context) -> dict:
-    """Check the set's uncertainty on its own frames and keep the result
-    beside its masters (a resumed run reads it there)."""
+def _check_uncertainty(cal, label, context) -> dict:
+    """Check the set's uncertainty on its own frames (the result is kept
+    beside its masters: a resumed run reads it there)."""
     try:
         check = context.uncertainty_check = cal.check_uncertainty()
     except ApocalError as err:
@@ -355,10 +420,7 @@ def _check_uncertainty(cal, masters_dir, context) -> dict:
                   "messages": []}
     else:
         result = check.to_dict()
-        log.info("%s: %s", masters_dir.name, check.verdict)
-    if masters_dir.is_dir():
-        atomic_write_bytes(masters_dir / CHECK_FILE, json.dumps(result, indent=1).encode(),
-                           overwrite=True)
+        log.info("%s: %s", label, check.verdict)
     return result
 
 
@@ -367,6 +429,97 @@ def _read_check(masters_dir) -> dict | None:
         return json.loads((masters_dir / CHECK_FILE).read_text())
     except (OSError, ValueError):
         return None
+
+
+def _build_masters(group, masters_dir, options, instrument, record, inputs,
+                   context) -> CalibrationSet:
+    """Build a group's masters, check their uncertainty on their own frames,
+    and write them, with ``build.json`` and the check, into ``masters_dir``
+    as a whole (a temporary folder renamed at the end)."""
+    first_problem, first_note = len(record["problems"]), len(record["notes"])
+    cal = CalibrationSet(instrument, overscan=options.overscan)
+    combine = {"method": options.combine}
+    if options.sigma_clip is not None:
+        combine["sigma_clip"] = options.sigma_clip
+    steps = [("bias", group.biases, lambda files: cal.add_biases(files, **combine)),
+             ("dark", group.darks, lambda files: cal.add_darks(files, **combine)),
+             ("flat", group.flats, lambda files: cal.add_flats(files, **_flat_options(
+                 instrument, options), **combine))]
+    if instrument.dispersion_axis is not None:
+        steps.append(("arc", group.arcs, lambda files: cal.add_arcs(files)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ApocalWarning)
+        for kind, frames, build in steps:
+            _build_master(kind, [f.path for f in frames], build, record)
+    record["notes"].extend(_warning_notes(caught))
+    if not any(getattr(cal, f"master_{k}") is not None for k in ("bias", "flat", "arc")) \
+            and not cal.master_darks:
+        record["problems"].append("no master could be built")
+        remove_tree(masters_dir)            # an earlier run's masters are not these
+        return cal
+    record["uncertainty_check"] = _check_uncertainty(cal, group.label, context)
+    build = {"apocal_version": __version__, "inputs": inputs,
+             "problems": record["problems"][first_problem:],
+             "notes": record["notes"][first_note:]}
+    folder = new_temporary_folder(masters_dir.parent, masters_dir.name)
+    try:
+        cal.write(folder)
+        atomic_write_bytes(folder / BUILD_FILE, json.dumps(build, indent=1).encode())
+        atomic_write_bytes(folder / CHECK_FILE,
+                           json.dumps(record["uncertainty_check"], indent=1).encode())
+        stages.reached("masters-built", group.label)
+        replace_folder(folder, masters_dir)
+    except BaseException:
+        remove_tree(folder)
+        raise
+    return cal
+
+
+def _master_frames(group):
+    return group.biases + group.darks + group.flats + group.arcs
+
+
+def _master_inputs(group, options, instrument, record, fingerprints) -> dict:
+    """What a group's masters depend on: the fingerprint of every input
+    frame, the options and the detector."""
+    frames = {kind: [fingerprints[f.path].record() for f in getattr(group, attr)]
+              for kind, attr in (("bias", "biases"), ("dark", "darks"), ("flat", "flats"),
+                                 ("arc", "arcs"))}
+    return json.loads(json.dumps({"apocal_version": __version__, "frames": frames,
+                                  "options": asdict(options),
+                                  "instrument": _instrument_label(instrument),
+                                  "detector": record["detector"]}, default=_json_default))
+
+
+def _masters_id(inputs: dict) -> str:
+    text = json.dumps(inputs, sort_keys=True)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _read_build(masters_dir: Path) -> dict | None:
+    """``build.json`` of a complete masters folder, or None."""
+    try:
+        build = json.loads((masters_dir / BUILD_FILE).read_text())
+        if isinstance(build, dict) and (masters_dir / MANIFEST).is_file():
+            return build
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _what_changed(before, now) -> str:
+    if not isinstance(before, dict) or before.get("frames") is None:
+        return "the earlier run's record of their inputs cannot be read"
+    old = {tuple(f) for fs in before["frames"].values() for f in fs}
+    new = {tuple(f) for fs in now["frames"].values() for f in fs}
+    gone = sorted({f[0] for f in old - new} - {f[0] for f in new})
+    changed = sorted({f[0] for f in new - old} & {f[0] for f in old})
+    added = sorted({f[0] for f in new - old} - {f[0] for f in old})
+    words = [f"{label}: {', '.join(names)}" for label, names in
+             (("removed", gone), ("changed", changed), ("added", added)) if names]
+    if not words:
+        words = ["options or detector differ"]
+    return "their input frames changed since the earlier run (" + "; ".join(words) + ")"
 
 
 def _build_master(kind, paths, build, record) -> None:
@@ -453,28 +606,50 @@ def _detector_record(layout) -> dict:
     }
 
 
-def _calibrate_science(group, cal, output_dir, options, overwrite, progress, record):
+def _calibrate_science(group, cal, output_dir, options, overwrite, progress, record,
+                       fingerprints):
     folder = output_dir / "calibrated" / group.label
     arc = record["masters"].get("arc", {}).get("file")
+    names = calibrated_names(info.path for info in group.science)
+    masters_id = record["masters_id"]
     for info in tqdm(group.science, desc=group.label, unit="frame", leave=False,
                      disable=not progress or None):
-        target = folder / f"{_stem(info.path)}_cal.fits"
+        target = folder / names[info.path]
         entry = {"raw": info.name, "output": str(target.relative_to(output_dir)),
                  "exptime": info.exptime, "arc": arc}
-        if target.exists() and not overwrite:
-            entry.update(_masters_used(target, group.label))
+        digest = fingerprints[info.path].content
+        kept = None if overwrite else _earlier_product(target, digest, masters_id)
+        if kept is not None:
+            entry.update(_masters_used(target, group.label, kept))
             entry["status"] = "kept from an earlier run"
             record["science"].append(entry)
             continue
         try:
             calibrated = cal.calibrate(info.path, cosmic_rays=options.cosmic_rays)
-            write_frame(calibrated, target, overwrite=overwrite)
         except ApocalError as err:
             record["problems"].append(f"{info.name} not calibrated: {err}")
             continue
+        calibrated.header["APRAWSUM"] = (digest, "BLAKE2b of the raw file's headers and data")
+        calibrated.header["APMSETID"] = (masters_id, "masters used: id of their inputs")
+        # an earlier product of this name is stale (other raw data or masters)
+        write_frame(calibrated, target, overwrite=True)
         entry.update(_masters_used(target, group.label, calibrated.header))
         entry["status"] = "calibrated"
         record["science"].append(entry)
+
+
+def _earlier_product(target: Path, digest: str, masters_id: str):
+    """The header of ``target`` if an earlier run made it from the same raw
+    data and masters (so it can be kept), else None."""
+    if not target.is_file():
+        return None
+    try:
+        header = read_header(target)
+    except ApocalError:
+        return None
+    if header.get("APRAWSUM") == digest and header.get("APMSETID") == masters_id:
+        return header
+    return None
 
 
 def _masters_used(path, label, header=None):
@@ -506,7 +681,16 @@ def _start_run(raw_dir, output_dir, options, instrument, overwrite) -> dict:
            "instrument": _instrument_label(instrument), "started": _now(), "finished": None}
     path = output_dir / RUN_FILE
     if path.exists():
-        previous = json.loads(path.read_text())
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(previous, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as err:
+            if not overwrite:
+                raise ApocalError(f"{path}: not a run record apocal can read "
+                                  f"({_one_line(err)}); use --overwrite to redo the "
+                                  f"reduction, or another output folder") from None
+            previous = {}
         same = all(previous.get(k) == run[k] for k in ("raw_dir", "options", "instrument"))
         if not overwrite:
             if previous.get("finished"):
@@ -529,6 +713,37 @@ def _start_run(raw_dir, output_dir, options, instrument, overwrite) -> dict:
     return run
 
 
+def _remove_stale_products(output_dir: Path, records: list[dict]) -> None:
+    """Remove masters and calibrated frames this reduction did not make or
+    keep (of raw frames or groups that are gone), and say so in the log."""
+    masters = {r["label"] for r in records if r["masters"]}
+    calibrated = {(r["label"], Path(e["output"]).name) for r in records for e in r["science"]}
+    stale = []
+    for group in _folders(output_dir / "masters"):
+        if group.name not in masters and ((group / BUILD_FILE).exists()
+                                         or (group / MANIFEST).exists()
+                                         or not any(group.iterdir())):
+            stale.append(group)
+    for group in _folders(output_dir / "calibrated"):
+        for product in group.iterdir():
+            if product.name.endswith("_cal.fits") and (group.name, product.name) not in calibrated:
+                stale.append(product)
+    for path in stale:
+        remove_tree(path)
+        log.info("removed %s: not a product of this reduction (its raw files are gone)",
+                 path.relative_to(output_dir))
+    for group in _folders(output_dir / "calibrated"):
+        if not any(group.iterdir()):
+            group.rmdir()
+
+
+def _folders(path: Path) -> list[Path]:
+    if not path.is_dir():
+        return []
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.is_symlink()
+                  and not p.name.startswith("."))
+
+
 def _instrument_label(instrument):
     if instrument is None:
         return None
@@ -536,7 +751,7 @@ def _instrument_label(instrument):
 
 
 def _log_to_file(path: Path) -> logging.Handler:
-    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    handler = _LogFile(open_for_append(path))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     handler.setLevel(logging.INFO)
     log.addHandler(handler)
@@ -545,16 +760,56 @@ def _log_to_file(path: Path) -> logging.Handler:
     return handler
 
 
+class _LogFile(logging.StreamHandler):
+    """``apocal.log``, opened without following a link; a failed write (full
+    disk) is not worth a traceback: the error that follows says what failed."""
+
+    def handleError(self, record):
+        pass
+
+    def close(self):
+        try:
+            self.stream.close()
+        except OSError:
+            pass
+        super().close()
+
+
+def _log_fatal(err: BaseException) -> None:
+    """Write why the run stopped into ``apocal.log`` (the console says it
+    itself)."""
+    if isinstance(err, KeyboardInterrupt):
+        log.error("interrupted (%s); run the same command again to finish the job",
+                  str(err) or "Ctrl-C", extra={"file_only": True})
+    elif isinstance(err, (ApocalError, OSError)):
+        log.error("stopped: %s", _os_error(err) if isinstance(err, OSError) else _one_line(err),
+                  extra={"file_only": True})
+    else:
+        log.error("stopped: %s", "".join(traceback.format_exception(err)).strip(),
+                  extra={"file_only": True})
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _os_error(err: OSError) -> str:
+    """``<file>: <reason>`` for an OSError (``[Errno 28]`` alone names nothing)."""
+    if err.filename is not None and err.strerror:
+        return f"{err.filename}: {err.strerror}"
+    return _one_line(err)
+
+
+def _is_inside(filename, folder: Path) -> bool:
+    if filename is None:
+        return False
+    path = Path(str(filename))
+    return path == folder or folder in path.parents
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".gz", ".fz", ".bz2"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-    return name.rsplit(".", 1)[0] if "." in name else name
 
 
 def _file_record(info: FrameInfo) -> dict:

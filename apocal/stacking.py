@@ -53,7 +53,7 @@ from astropy.wcs.utils import pixel_to_pixel
 from . import __version__
 from .exceptions import FrameError
 from .flags import FLAG_DTYPE, Flag, flags_of
-from .io import read_frame, write_frame
+from .io import card_text, read_frame, write_frame
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -740,7 +740,7 @@ def _header(first, names, grid, weights, scales, times, sigma_clip, rejected) ->
         key = next((k for k in _EXPTIME_KEYS if k in header), "EXPTIME")
         header[key] = (float(times[0]), "[s] exposure the stack is scaled to")
     for index, name in enumerate(names, start=1):
-        header[f"IMCMB{index:03d}"] = Path(name).name
+        header[f"IMCMB{index:03d}"] = card_text(Path(name).name)
         header[f"STKW{index:03d}"] = (round(float(weights[index - 1]), 6), "relative weight")
         offset = np.atleast_1d(grid.offsets[index - 1])
         header[f"STKO{index:03d}"] = (",".join(f"{v:.3f}" for v in offset),

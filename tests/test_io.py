@@ -111,7 +111,7 @@ def test_write_refuses_to_overwrite_unless_asked(tmp_path):
 def test_atomic_write_leaves_nothing_behind_when_interrupted(tmp_path, monkeypatch):
     target = tmp_path / "file.bin"
 
-    def broken_link(*args):
+    def broken_link(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(os, "link", broken_link)

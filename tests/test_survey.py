@@ -88,7 +88,10 @@ def test_a_fifo_or_folder_named_fits_is_left_alone(tmp_path):
     simulate(DISRed(), tmp_path, binning=(8, 8), bias=1, flat=0, arc=0, science=0)
     os.mkfifo(tmp_path / "pipe.fits")
     (tmp_path / "folder.fits").mkdir()
-    assert [i.name for i in survey(tmp_path)] == ["bias.0001r.fits"]
+    infos = {i.name: i for i in survey(tmp_path)}
+    assert infos["bias.0001r.fits"].usable
+    assert "is not a regular file (a FIFO)" in infos["pipe.fits"].problem
+    assert "is not a regular file (a folder)" in infos["folder.fits"].problem
 
 
 def test_multi_extension_frames_are_described_by_their_image_extension(shared_data):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +83,9 @@ def write_set(cal, directory, overwrite: bool = False) -> list[Path]:
     """Write every master of ``cal`` to ``directory`` and the manifest.
 
     Each file appears complete or not at all; the manifest is written last.
+    With ``overwrite``, masters of an earlier set in ``directory`` that this
+    set does not have (``master_dark.fits`` when this one has none) are
+    removed, so the folder holds this set alone.
 
     Returns
     -------
@@ -114,6 +118,9 @@ def write_set(cal, directory, overwrite: bool = False) -> list[Path]:
     existing = [str(t) for t in targets if t.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{', '.join(existing)}: exist(s); pass overwrite=True to replace")
+    stale = _earlier_masters(directory) - {name for _, name, _, _ in plan}
+    if overwrite and (directory / MANIFEST).exists():
+        (directory / MANIFEST).unlink()   # the folder is no set until it is complete
     written = [write_frame(master, directory / name, overwrite=overwrite, extra_hdus=extra)
                for _, name, master, extra in plan]
     manifest = {
@@ -132,7 +139,28 @@ def write_set(cal, directory, overwrite: bool = False) -> list[Path]:
                                       overwrite=overwrite))
     for key, name, _, _ in plan:
         cal._sources[key] = name
+    for name in stale if overwrite else ():
+        (directory / name).unlink(missing_ok=True)
     return written
+
+
+# Names `write_set` gives masters.
+_MASTER_NAME = re.compile(r"^master_(bias|dark|flat|arc)(_[0-9.eE+-]+s)?\.fits$")
+
+
+def _earlier_masters(directory: Path) -> set[str]:
+    """Master files an earlier `write_set` left in ``directory``: those its
+    manifest lists, and any file named as a master."""
+    if not directory.is_dir():
+        return set()
+    found = {p.name for p in directory.iterdir() if _MASTER_NAME.match(p.name)}
+    try:
+        listed = json.loads((directory / MANIFEST).read_text()).get("files", {}).values()
+        found |= {name for name in listed if isinstance(name, str) and "/" not in name
+                  and name not in (".", "..")}
+    except (OSError, ValueError, AttributeError):
+        pass
+    return found
 
 
 def read_set(cls, directory, instrument=None):

@@ -27,6 +27,7 @@ from ..blocks import for_each_block
 from ..combine import combine
 from ..exceptions import CalibrationError
 from ..flags import FLAG_DTYPE, Flag
+from ..io import card_text
 from ..flat_response import fit_response, illuminated_rows, lamp_spectrum, response_misfit
 
 __all__ = ["FlatResult", "make_flat", "as_master", "flag_defects", "flag_hot",
@@ -323,7 +324,7 @@ def as_master(ccd: CCDData, kind: str, names, instrument) -> CCDData:
     header["APVERS"] = (__version__, "apocal version")
     header["NCOMBINE"] = (len(names), "frames combined")
     for index, name in enumerate(names, start=1):
-        header[f"IMCMB{index:03d}"] = Path(name).name
+        header[f"IMCMB{index:03d}"] = card_text(Path(name).name)
     flags = ccd.flags if ccd.flags is not None else np.zeros(ccd.shape, FLAG_DTYPE)
     return CCDData(ccd.data, unit=ccd.unit, uncertainty=ccd.uncertainty, flags=flags,
                    mask=flags != 0, meta=header)
